@@ -1,0 +1,1 @@
+"""Actors: one module per actor kind (feed, market, account, control, connection)."""

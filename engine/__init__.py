@@ -1,0 +1,1 @@
+"""tickstream runtime: config, supervision, storage, bus, gateway and CLI."""

@@ -1,0 +1,106 @@
+"""Prometheus metrics owned by the engine context (no global registry).
+
+Every metric name starts with ``tickstream_``. The catalogue grows with the
+features; README.md lists it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .store import StoreStatistics
+from .supervisor import EventKind, SupervisorEvent
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class _PoolCollector(Collector):
+    # Reads the pool's numbers at scrape time instead of mirroring them on every acquire.
+    def __init__(self, source: Callable[[], StoreStatistics | None]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._source()
+        if stats is None:
+            return
+        for name, doc, value in (
+            ("tickstream_db_pool_size", "Connections open in the pool", stats.size),
+            ("tickstream_db_pool_max", "Upper bound of the pool", stats.max_size),
+            ("tickstream_db_pool_in_use", "Connections lent out", stats.in_use),
+            ("tickstream_db_pool_waiting", "Units of work waiting for a connection", stats.waiting),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+class Metrics:
+    """The engine's metrics, all in one private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "tickstream_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "tickstream_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter("tickstream_errors", "Error answers by code", ["code"], registry=r)
+        self.actor_restarts = Counter(
+            "tickstream_actor_restarts",
+            "Supervised children restarted",
+            ["supervisor", "child"],
+            registry=r,
+        )
+        self.supervisor_escalations = Counter(
+            "tickstream_supervisor_escalations",
+            "Supervisors that gave up and escalated",
+            ["supervisor"],
+            registry=r,
+        )
+        self.quarantines = Counter(
+            "tickstream_actor_quarantines",
+            "Children given up past their own restart budget",
+            ["supervisor", "child"],
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "tickstream_dependency_up",
+            "1 when the dependency answered the last readiness check",
+            ["dependency"],
+            registry=r,
+        )
+        self.redis_reconnects = Gauge(
+            "tickstream_redis_reconnects",
+            "Times the Redis bus reader reconnected",
+            registry=r,
+        )
+
+    def observe_supervisor(self, event: SupervisorEvent) -> None:
+        """Count restarts, quarantines and escalations (a supervisor's ``on_event`` hook)."""
+        if event.kind is EventKind.RESTARTED:
+            self.actor_restarts.labels(event.supervisor, event.child_id).inc()
+        elif event.kind is EventKind.GAVE_UP:
+            self.quarantines.labels(event.supervisor, event.child_id).inc()
+        elif event.kind is EventKind.ESCALATED:
+            self.supervisor_escalations.labels(event.supervisor).inc()
+
+    def watch_pool(self, source: Callable[[], StoreStatistics | None]) -> None:
+        """Export the database pool's statistics, read from ``source`` at scrape time."""
+        self.registry.register(_PoolCollector(source))
+
+    def render(self) -> bytes:
+        """Return the Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,33 @@
+"""Alembic environment: runs the raw-SQL revisions over one synchronous connection.
+
+The URL comes from the caller (``engine.migrate``) through the Alembic config
+attributes, never from a file, so no DSN or password is ever written to disk.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+url = context.config.attributes["sqlalchemy_url"]
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=url, literal_binds=True, transaction_per_migration=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, transaction_per_migration=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

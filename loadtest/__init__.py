@@ -1,0 +1,1 @@
+"""Load generator, market simulator and benchmark scripts."""

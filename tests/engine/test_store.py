@@ -1,0 +1,177 @@
+"""The asyncpg adapter on the real PostgreSQL: units of work, cancel safety, 503s."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio_asyncio
+
+from engine.config import Config, with_overrides
+from engine.store import (
+    Connection,
+    DatabaseUnavailable,
+    Store,
+    StoreError,
+    effective_pool_size,
+)
+from tests.kit.db import sessions_in_state
+
+pytestmark = pytest.mark.integration
+
+
+async def test_units_run_in_a_transaction_and_roll_back_on_error(
+    aio_loop: trio_asyncio.TrioEventLoop, migrated_dsn: str, config: Config
+) -> None:
+    """A failing statement rolls back the whole unit; a good one commits."""
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            store = await nursery.start(Store(config.database, migrated_dsn).run)
+
+            async def good(conn: Connection) -> None:
+                await conn.execute(
+                    "INSERT INTO accounts (id, name, created_ts) VALUES ($1, $2, $3)",
+                    "STORE1",
+                    "one",
+                    1,
+                )
+
+            async def bad(conn: Connection) -> None:
+                await conn.execute(
+                    "INSERT INTO accounts (id, name, created_ts) VALUES ($1, $2, $3)",
+                    "STORE2",
+                    "two",
+                    1,
+                )
+                await conn.execute(
+                    "INSERT INTO accounts (id, name, created_ts) VALUES ($1, $2, $3)",
+                    "STORE1",
+                    "dup",
+                    1,
+                )
+
+            await store.run_unit(good)
+            with pytest.raises(StoreError) as info:
+                await store.run_unit(bad)
+            assert info.value.is_unique_violation
+            assert info.value.sqlstate == "23505"
+            rows = await store.fetch(
+                "SELECT id FROM accounts WHERE id = ANY($1::text[]) ORDER BY id",
+                ["STORE1", "STORE2"],
+            )
+            assert [r["id"] for r in rows] == ["STORE1"]
+            assert (
+                await store.fetchval("SELECT name FROM accounts WHERE id = $1", "STORE1") == "one"
+            )
+            assert (
+                await store.fetchrow("SELECT count(*) AS n FROM accounts WHERE id = $1", "STORE1")
+            )["n"] == 1
+            assert await store.execute("DELETE FROM accounts WHERE id = $1", "STORE1") == "DELETE 1"
+            assert await store.ping()
+            nursery.cancel_scope.cancel()
+
+
+async def test_cancelled_units_leave_no_connection_in_transaction(
+    aio_loop: trio_asyncio.TrioEventLoop, migrated_dsn: str, config: Config
+) -> None:
+    """Cancelling units mid-transaction rolls them back; the pool stays clean and closes."""
+    store = Store(config.database, migrated_dsn)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            started = 0
+            all_started = trio.Event()
+
+            async def slow(conn: Connection) -> None:
+                nonlocal started
+                await conn.execute(
+                    "INSERT INTO audit_log (ts, sub, cmd, ok) VALUES ($1, $2, $3, $4)",
+                    1,
+                    "cancel-test",
+                    "x",
+                    True,
+                )
+                started += 1
+                if started == 4:
+                    all_started.set()
+                await conn.execute("SELECT pg_sleep(10)")
+
+            for _round in range(3):
+                async with trio.open_nursery() as units:
+                    for _ in range(4):
+                        units.start_soon(store.run_unit, slow)
+                    await all_started.wait()
+                    units.cancel_scope.cancel()
+                started = 0
+                all_started = trio.Event()
+            # Every cancelled insert was rolled back and no session is stuck.
+            n = await store.fetchval("SELECT count(*) FROM audit_log WHERE sub = $1", "cancel-test")
+            assert n == 0
+            await trio.sleep(0.2)
+            assert sessions_in_state(migrated_dsn, "idle in transaction") == 0
+            assert sessions_in_state(migrated_dsn, "idle in transaction (aborted)") == 0
+            stats = store.statistics()
+            assert stats.in_use == 0 and stats.waiting == 0
+            nursery.cancel_scope.cancel()
+    # run() closed the pool when cancelled: no session of ours remains.
+    await trio.sleep(0.2)
+    assert sessions_in_state(migrated_dsn, "idle") == 0
+    assert store.statistics().size == 0
+
+
+async def test_exhausted_pool_answers_database_unavailable(
+    aio_loop: trio_asyncio.TrioEventLoop, migrated_dsn: str, config: Config
+) -> None:
+    """With every connection busy, a unit fails fast with 503 database_unavailable."""
+    cfg = with_overrides(config, database={"pool_max": 1, "pool_min": 1, "acquire_timeout": 0.3})
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            store = await nursery.start(Store(cfg.database, migrated_dsn).run)
+            hold = trio.Event()
+
+            async def hog(conn: Connection) -> None:
+                hold.set()
+                await conn.execute("SELECT pg_sleep(2)")
+
+            nursery.start_soon(store.run_unit, hog)
+            await hold.wait()
+            with pytest.raises(DatabaseUnavailable) as info:
+                await store.fetchval("SELECT 1")
+            assert info.value.http_status == 503
+            assert info.value.to_body()["error"]["code"] == "database_unavailable"  # type: ignore[index]
+            assert info.value.details == {"reason": "pool exhausted"}
+            nursery.cancel_scope.cancel()
+
+
+async def test_statement_timeout_cancels_long_statements(
+    aio_loop: trio_asyncio.TrioEventLoop, migrated_dsn: str, config: Config
+) -> None:
+    """The configured statement_timeout stops a runaway query (SQLSTATE 57014)."""
+    cfg = with_overrides(config, database={"statement_timeout": 0.2})
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            store = await nursery.start(Store(cfg.database, migrated_dsn).run)
+            with pytest.raises(StoreError) as info:
+                await store.fetchval("SELECT pg_sleep(3)")
+            assert info.value.sqlstate == "57014"
+            nursery.cancel_scope.cancel()
+
+
+async def test_unreachable_database_fails_start_after_retries(
+    aio_loop: trio_asyncio.TrioEventLoop, config: Config
+) -> None:
+    """A server that never answers: start-up gives up with database_unavailable."""
+    cfg = with_overrides(config, database={"connect_retries": 2, "connect_timeout": 0.5})
+    store = Store(cfg.database, "postgresql://postgres@127.0.0.1:1/none")
+    with trio.fail_after(20), pytest.raises(DatabaseUnavailable):
+        await store.open()
+    with pytest.raises(DatabaseUnavailable):
+        await store.fetchval("SELECT 1")
+    assert not await store.ping()
+
+
+def test_pool_is_sized_for_the_servers_max_connections(config: Config) -> None:
+    """The pool takes at most its share of max_connections, never more than pool_max."""
+    db = with_overrides(config, database={"pool_max": 40, "pool_share_of_max_connections": 0.5})
+    assert effective_pool_size(db.database, 100) == 40
+    assert effective_pool_size(db.database, 45) == 20
+    assert effective_pool_size(db.database, 5) == 1

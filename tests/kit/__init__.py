@@ -1,0 +1,1 @@
+"""Shared test builders and fakes (STYLE rule 45)."""

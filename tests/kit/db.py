@@ -1,0 +1,51 @@
+"""Throw-away PostgreSQL databases on the real server the integration tests use."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+ADMIN_DSN: Final = os.environ.get(
+    "TICKSTREAM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL: Final = os.environ.get("TICKSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def dsn_for(database: str) -> str:
+    """Return the admin DSN pointed at ``database``."""
+    parts = urlsplit(ADMIN_DSN)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@contextmanager
+def temporary_database(prefix: str = "tickstream_test") -> Iterator[str]:
+    """Create an empty database, yield its DSN, drop it (with any session left) afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield dsn_for(name)
+    finally:
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def sessions_in_state(dsn: str, state: str) -> int:
+    """Return how many server sessions of ``dsn``'s database are in ``state``."""
+    database = urlsplit(dsn).path.lstrip("/")
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = %s",
+            (database, state),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
