@@ -3,8 +3,23 @@
 Pure: imports nothing from ``engine`` or ``actors`` and does no I/O.
 """
 
+from ._decimal import DecimalFormatError as DecimalFormatError
+from ._decimal import parse_count as parse_count
+from ._decimal import parse_decimal as parse_decimal
 from ._errors import HTTP_STATUS as HTTP_STATUS
 from ._errors import ErrorCode as ErrorCode
 from ._errors import ProtocolError as ProtocolError
+from ._instruments import Instrument as Instrument
+from ._instruments import InstrumentError as InstrumentError
+from ._instruments import parse_instrument as parse_instrument
 from ._json import dumps as dumps
 from ._json import loads as loads
+from ._symbols import ParsedSymbol as ParsedSymbol
+from ._symbols import format_strike as format_strike
+from ._symbols import future_symbol as future_symbol
+from ._symbols import option_symbol as option_symbol
+from ._symbols import parse_symbol_name as parse_symbol_name
+from ._ticks import Tick as Tick
+from ._ticks import TickError as TickError
+from ._ticks import parse_symbol as parse_symbol
+from ._ticks import parse_ticks as parse_ticks

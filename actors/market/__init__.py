@@ -1,0 +1,1 @@
+"""The market actor: quotes, candles, option chains, routing ticks to accounts."""
