@@ -73,6 +73,7 @@ class ServerConfig(BaseModel):
     graceful_timeout: PositiveFloat = 10.0
     keep_alive_timeout: PositiveFloat = 5.0
     read_timeout: PositiveFloat = 30.0
+    ws_max_frame_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
 
 class DatabaseConfig(BaseModel):
@@ -126,6 +127,34 @@ class MailboxConfig(BaseModel):
     command_capacity: int = Field(default=64, ge=1, le=1_000_000)
 
 
+class MarketConfig(BaseModel):
+    """The market actor."""
+
+    model_config = _Model
+    inbox_capacity: int = Field(default=256, ge=1, le=100_000)
+    stale_after: PositiveFloat = 15.0
+    watchdog_interval: PositiveFloat = 1.0
+    candle_flush_interval: PositiveFloat = 1.0
+    candle_flush_rows: int = Field(default=2000, ge=1)
+    max_tick_age: PositiveFloat = 86400.0
+    max_tick_ahead: PositiveFloat = 60.0
+    calendar_dir: str = ""  # "" = the folder "calendar" beside the config file
+
+
+class FeedConfig(BaseModel):
+    """Feed sources besides the ingest endpoints (always on)."""
+
+    model_config = _Model
+    simulator: bool = False
+    simulator_rate: PositiveFloat = 2000.0
+    simulator_seed: int = 7
+    redis_stream: str = Field(default="", pattern=r"^[A-Za-z0-9:_.-]{0,100}$")
+    redis_group: str = Field(default="tickstream", pattern=r"^[A-Za-z0-9:_.-]{1,100}$")
+    redis_consumer: str = Field(default="node-1", pattern=r"^[A-Za-z0-9:_.-]{1,100}$")
+    replay_path: str = ""
+    replay_speed: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+
+
 class Config(BaseModel):
     """The whole engine configuration, frozen once loaded."""
 
@@ -136,6 +165,8 @@ class Config(BaseModel):
     auth: AuthConfig = AuthConfig()
     log: LogConfig = LogConfig()
     mailbox: MailboxConfig = MailboxConfig()
+    market: MarketConfig = MarketConfig()
+    feed: FeedConfig = FeedConfig()
 
 
 # Keys a TOML file may not carry: they are secrets and come from the environment only.
@@ -240,6 +271,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         if not isinstance(current, dict):
             raise ConfigError(f"{section} must be a table")
         current.update(values)
+    market = data.setdefault("market", {})
+    if isinstance(market, dict) and not market.get("calendar_dir"):
+        market["calendar_dir"] = str(path.parent / "calendar")
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

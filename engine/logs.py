@@ -39,6 +39,7 @@ def configure_logging(level: str = "INFO", fmt: Literal["json", "console"] = "js
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
         _redact,
     ]
     renderer: structlog.typing.Processor = (

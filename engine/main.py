@@ -9,37 +9,39 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
+import os
 import secrets
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import trio
 import trio_asyncio
+from trio_websocket import HandshakeError
+
+from actors.feed.publisher import PublishError, WsPublisher, connect
+from actors.feed.simulator import MarketSimulator, SimulatorFeed
 
 from . import migrate
 from .auth import Scope, issue_token
-from .bus import Bus, InProcessBus, RedisBus
+from .calendar import load_calendar
 from .config import Config, ConfigError, Secret, load_config, redact_url, with_overrides
 from .context import Engine, system_clock_ms
 from .embedded_pg import EmbeddedPostgres
-from .gateway import Gateway
 from .logs import configure_logging
-from .metrics import Metrics
-from .store import Store
-from .supervisor import ChildSpec, Restart, Strategy, Supervisor
+from .runtime import SIMULATOR_BATCH, build_runtime, check_config
 
 LOG = logging.getLogger(__name__)
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_CONFIG: Final = 2
+EXIT_FORCED: Final = 130  # a second signal cut the graceful stop short
 DEMO_SECRET_BYTES: Final = 48
-ROOT_INTENSITY: Final = 3
-ROOT_PERIOD: Final = 30.0  # seconds
-STORE_SHUTDOWN: Final = 6.0  # seconds; the pool's own close timeout is 5 s
 MS_PER_S: Final = 1000
 
 
@@ -51,21 +53,25 @@ def _fail(message: str, code: int = EXIT_CONFIG) -> int:
 # ---------------------------------------------------------------------- serve
 
 
-async def _wait_for_signal(stop: trio.Event) -> None:
-    # First SIGTERM/SIGINT: graceful stop. Second: the caller's nursery is cancelled.
+@dataclass(eq=False, slots=True)
+class _Shutdown:
+    # First SIGTERM/SIGINT: graceful stop. Second: everything is cancelled at once
+    # (shielded cleanup such as stopping the embedded database still runs).
+    requested: trio.Event = field(default_factory=trio.Event)
+    forced: bool = False
+
+
+async def _wait_for_signal(shutdown: _Shutdown, everything: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            if stop.is_set():
-                LOG.warning("second signal %s: stopping at once", signal.Signals(signum).name)
-                raise KeyboardInterrupt
-            LOG.info("signal %s: shutting down gracefully", signal.Signals(signum).name)
-            stop.set()
-
-
-def _make_bus(config: Config) -> Bus:
-    if config.redis.url is None:
-        return InProcessBus()
-    return RedisBus(config.redis, config.redis.url.reveal())
+            name = signal.Signals(signum).name
+            if shutdown.requested.is_set():
+                LOG.warning("second signal %s: stopping at once", name)
+                shutdown.forced = True
+                everything.cancel()
+                return
+            LOG.info("signal %s: shutting down gracefully", name)
+            shutdown.requested.set()
 
 
 def _announce(config: Config, engine: Engine, bound: Sequence[str], demo: bool) -> None:
@@ -99,17 +105,20 @@ def _announce(config: Config, engine: Engine, bound: Sequence[str], demo: bool) 
     print("\n".join(lines), flush=True)
 
 
-async def serve(config: Config, *, demo: bool, ready: trio.Event | None = None) -> None:
+async def serve(config: Config, *, demo: bool, ready: trio.Event | None = None) -> bool:
     """Run the engine until SIGTERM/SIGINT, then stop it in order.
 
     Args:
         config: the loaded configuration (with a JWT secret).
         demo: print the demo secret and an admin token once up.
         ready: set once the gateway listens (tests).
+
+    Returns:
+        True after a graceful stop, False when a second signal forced it.
     """
-    stop = trio.Event()
+    shutdown = _Shutdown()
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        nursery.start_soon(_wait_for_signal, stop)
+        nursery.start_soon(_wait_for_signal, shutdown, nursery.cancel_scope)
         if config.database.url is not None:
             dsn = config.database.url.reveal()
         else:
@@ -121,44 +130,18 @@ async def serve(config: Config, *, demo: bool, ready: trio.Event | None = None) 
         LOG.info("migrating database %s", redact_url(dsn))
         await trio.to_thread.run_sync(migrate.upgrade, dsn)
 
-        metrics = Metrics()
-        store = Store(config.database, dsn)
-        metrics.watch_pool(store.statistics)
-        engine = Engine(
-            config=config,
-            store=store,
-            bus=_make_bus(config),
-            metrics=metrics,
-            clock=system_clock_ms,
-        )
-        gateway = Gateway(engine)
-        root = Supervisor(
-            "root",
-            [
-                ChildSpec("store", store.run, restart=Restart.PERMANENT, shutdown=STORE_SHUTDOWN),
-                ChildSpec("bus", engine.bus.run, restart=Restart.PERMANENT),
-                ChildSpec(
-                    "gateway",
-                    gateway.run,
-                    restart=Restart.PERMANENT,
-                    stop=gateway.stop,
-                    shutdown=config.server.graceful_timeout + 2,
-                ),
-            ],
-            strategy=Strategy.REST_FOR_ONE,
-            intensity=ROOT_INTENSITY,
-            period=ROOT_PERIOD,
-            on_event=metrics.observe_supervisor,
-        )
+        runtime = build_runtime(config, dsn)
+        engine, gateway, root = runtime.engine, runtime.gateway, runtime.root
         async with trio.open_nursery() as engine_nursery:
             await engine_nursery.start(root.run)
             _announce(config, engine, gateway.bound, demo)
             if ready is not None:
                 ready.set()
-            await stop.wait()
+            await shutdown.requested.wait()
             root.stop()
         LOG.info("engine stopped")
         nursery.cancel_scope.cancel()
+    return not shutdown.forced
 
 
 def _serve_command(args: argparse.Namespace) -> int:
@@ -176,11 +159,14 @@ def _serve_command(args: argparse.Namespace) -> int:
         config = with_overrides(
             config, auth={"jwt_secret": Secret(secrets.token_urlsafe(DEMO_SECRET_BYTES))}
         )
+    if args.demo:
+        config = with_overrides(config, feed={"simulator": True})
     try:
-        trio.run(functools.partial(serve, config, demo=args.demo))
-    except KeyboardInterrupt:
-        return EXIT_OK
-    return EXIT_OK
+        check_config(config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    clean = trio.run(functools.partial(serve, config, demo=args.demo))
+    return EXIT_OK if clean else EXIT_FORCED
 
 
 # ---------------------------------------------------------------------- db
@@ -217,6 +203,65 @@ def _db_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- feed
+
+
+async def simulate_over_websocket(
+    url: str,
+    token: str,
+    *,
+    rate: float,
+    seed: int,
+    duration: float | None,
+    calendar_dir: Path,
+) -> tuple[int, int]:
+    """Run the market simulator as a separate publisher over ``/ws/v1/ingest``.
+
+    Returns:
+        (ticks sent, ticks the server refused).
+    """
+    calendar = load_calendar(calendar_dir)
+    sim = MarketSimulator(calendar, seed=seed, start_ms=system_clock_ms())
+    async with connect(url, token) as ws:
+        publisher = WsPublisher(ws)
+        await publisher.send_instruments([i.to_wire() for i in sim.instruments()])
+        feed = SimulatorFeed(
+            sim, publisher, rate=rate, batch=SIMULATOR_BATCH, clock=system_clock_ms
+        )
+        with trio.move_on_after(math.inf if duration is None else duration):
+            await feed.run()
+        return publisher.sent_ticks, publisher.rejected_ticks
+
+
+def _feed_command(args: argparse.Namespace) -> int:
+    configure_logging("INFO", "console")
+    try:
+        config = load_config(Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    token = args.token or os.environ.get("TICKSTREAM_TOKEN", "")
+    if not token:
+        return _fail("a token is needed: --token or TICKSTREAM_TOKEN (scope feed:publish)")
+    try:
+        sent, refused = trio.run(
+            functools.partial(
+                simulate_over_websocket,
+                args.url,
+                token,
+                rate=args.rate,
+                seed=args.seed,
+                duration=args.duration,
+                calendar_dir=Path(config.market.calendar_dir),
+            )
+        )
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (OSError, PublishError, HandshakeError) as exc:
+        return _fail(f"cannot publish to {args.url}: {exc}", EXIT_FAILURE)
+    print(f"sent {sent} ticks, {refused} refused")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- CLI
 
 
@@ -230,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_serve.add_argument("--demo", action="store_true", help="generate a JWT secret, print a token")
     p_serve.add_argument("--log-format", choices=["json", "console"], help="override log.format")
     p_serve.set_defaults(func=_serve_command)
+
+    p_feed = sub.add_parser("feed", help="feed tools")
+    p_feed.add_argument("action", choices=["simulate"])
+    p_feed.add_argument("--url", default="ws://127.0.0.1:8081/ws/v1/ingest")
+    p_feed.add_argument("--token", help="JWT with scope feed:publish (or $TICKSTREAM_TOKEN)")
+    p_feed.add_argument("--rate", type=float, default=2000.0, help="ticks per second")
+    p_feed.add_argument("--seed", type=int, default=7)
+    p_feed.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    p_feed.set_defaults(func=_feed_command)
 
     p_db = sub.add_parser("db", help="database migrations")
     p_db.add_argument("action", choices=["upgrade", "downgrade", "current", "history"])

@@ -6,7 +6,7 @@ features; README.md lists it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -35,6 +35,16 @@ class _PoolCollector(Collector):
             ("tickstream_db_pool_in_use", "Connections lent out", stats.in_use),
             ("tickstream_db_pool_waiting", "Units of work waiting for a connection", stats.waiting),
         ):
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+class _GaugeCollector(Collector):
+    # Gauges read from a component at scrape time: (name, help, value) triples.
+    def __init__(self, source: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        for name, doc, value in self._source():
             yield GaugeMetricFamily(name, doc, value=value)
 
 
@@ -82,6 +92,30 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.auth_failures = Counter(
+            "tickstream_auth_failures",
+            "Authentication failures by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.forbidden = Counter(
+            "tickstream_forbidden",
+            "Authenticated requests refused (scope or account)",
+            ["kind"],
+            registry=r,
+        )
+        self.ws_connections = Gauge(
+            "tickstream_ws_connections", "Open WebSocket connections", registry=r
+        )
+        self.ws_closes = Counter(
+            "tickstream_ws_closes",
+            "WebSocket connections closed, by close code",
+            ["code"],
+            registry=r,
+        )
+        self.ws_malformed = Counter(
+            "tickstream_ws_malformed_frames", "WebSocket frames that were not valid", registry=r
+        )
         self.redis_reconnects = Gauge(
             "tickstream_redis_reconnects",
             "Times the Redis bus reader reconnected",
@@ -96,6 +130,28 @@ class Metrics:
             self.quarantines.labels(event.supervisor, event.child_id).inc()
         elif event.kind is EventKind.ESCALATED:
             self.supervisor_escalations.labels(event.supervisor).inc()
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        """Create a counter in this registry (components call it once, at construction)."""
+        return Counter(name, doc, list(labels), registry=self.registry)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        """Create a gauge in this registry."""
+        return Gauge(name, doc, list(labels), registry=self.registry)
+
+    def histogram(
+        self,
+        name: str,
+        doc: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        """Create a histogram in this registry."""
+        return Histogram(name, doc, list(labels), buckets=buckets, registry=self.registry)
+
+    def watch(self, source: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
+        """Export gauges that ``source`` reports at scrape time as (name, help, value)."""
+        self.registry.register(_GaugeCollector(source))
 
     def watch_pool(self, source: Callable[[], StoreStatistics | None]) -> None:
         """Export the database pool's statistics, read from ``source`` at scrape time."""

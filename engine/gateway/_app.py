@@ -15,10 +15,13 @@ from quart_schema import Info, QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from actors.registry import Actors
 from protocol import ErrorCode, ProtocolError
 
 from ..context import Engine
 from ._health import health_blueprint
+from ._ingest import ingest_blueprint
+from ._market import market_blueprint
 from ._responses import OrjsonProvider, error, error_response
 
 LOG = logging.getLogger(__name__)
@@ -47,11 +50,12 @@ def _validation_details(exc: BaseException) -> dict[str, object]:
     return {"errors": [{"loc": [], "msg": "body must be a JSON object", "type": "type_error"}]}
 
 
-def create_app(engine: Engine) -> QuartTrio:
+def create_app(engine: Engine, actors: Actors | None = None) -> QuartTrio:
     """Build the HTTP/WebSocket application around ``engine``.
 
     Args:
         engine: the context every route reads its collaborators from.
+        actors: the running actors; without them only the health routes exist (tests).
 
     Returns:
         A quart-trio app, ready to be served by hypercorn.
@@ -72,7 +76,10 @@ def create_app(engine: Engine) -> QuartTrio:
         conversion_preference="pydantic",
         security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
     )
-    app.register_blueprint(health_blueprint(engine))
+    app.register_blueprint(health_blueprint(engine, actors))
+    if actors is not None:
+        app.register_blueprint(ingest_blueprint(engine, actors))
+        app.register_blueprint(market_blueprint(engine, actors))
     metrics = engine.metrics
 
     @app.before_request

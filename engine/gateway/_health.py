@@ -9,6 +9,8 @@ from pydantic import BaseModel
 from quart import Blueprint, Response
 from quart_schema import document_response
 
+from actors.registry import Actors
+
 from ..context import Engine
 from ..metrics import CONTENT_TYPE
 from ._responses import json_response
@@ -27,9 +29,10 @@ class ReadyOut(BaseModel):
 
     status: str
     checks: dict[str, str]
+    feed: dict[str, object] | None = None
 
 
-def health_blueprint(engine: Engine) -> Blueprint:
+def health_blueprint(engine: Engine, actors: Actors | None = None) -> Blueprint:
     """Return the blueprint of ``/health``, ``/ready`` and ``/metrics``."""
     bp = Blueprint("health", __name__)
 
@@ -58,6 +61,9 @@ def health_blueprint(engine: Engine) -> Blueprint:
             nursery.start_soon(check, "bus", engine.bus.ping)
         down = sorted(name for name, state in checks.items() if state != "ok")
         body: dict[str, object] = {"status": "ready" if not down else "unready", "checks": checks}
+        if actors is not None:
+            # A stale feed raises an alert (metric, log) but never makes the node unready.
+            body["feed"] = actors.market.health().to_wire()
         if down:
             body["error"] = {
                 "code": "database_unavailable" if "database" in down else "bus_unavailable",

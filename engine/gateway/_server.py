@@ -8,6 +8,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from actors.registry import Actors
+
 from ..context import Engine
 from ._app import create_app
 
@@ -22,6 +24,7 @@ def hypercorn_config(engine: Engine) -> HypercornConfig:
     cfg.graceful_timeout = server.graceful_timeout
     cfg.keep_alive_timeout = server.keep_alive_timeout
     cfg.read_timeout = int(server.read_timeout)
+    cfg.websocket_max_message_size = server.ws_max_frame_bytes
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")
     return cfg
@@ -35,10 +38,10 @@ class Gateway:
     WebSocket handlers close themselves with 1001.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, actors: Actors | None = None) -> None:
         self._engine = engine
         self._stopping = trio.Event()
-        self.app = create_app(engine)
+        self.app = create_app(engine, actors)
         self.bound: list[str] = []
 
     def stop(self) -> None:

@@ -1,0 +1,385 @@
+"""The market actor: latest quotes, candles, option-chain state, routing to accounts.
+
+One task owns all market state and applies tick batches in arrival order. Feeds
+hand batches in through a bounded lossless mailbox (they wait when it is full);
+accounts receive quotes through their own **conflating** mailboxes, so a slow
+account never slows the feed or another account — it only sees fewer, newer quotes.
+Published events (``quotes:``, ``candles:``) are conflated per batch: one quote per
+symbol and one forming candle per symbol and timeframe, plus every closed candle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+import protocol
+from engine.analytics import MarketCalendar
+from engine.context import Engine
+from engine.mailbox import ConflatingMailbox, Mailbox
+from engine.store import Connection, DatabaseUnavailable, StoreError
+from protocol import Tick
+
+from .candles import CandleBook, CandleEvent
+from .instruments import InstrumentMaster, chain_key
+from .messages import Quote, TickBatch
+
+LOG = logging.getLogger(__name__)
+
+MS_PER_S: Final = 1000
+CANDLE_BACKLOG_MAX: Final = 200_000  # closed candles kept for the writer while the DB is down
+INSERT_CANDLES_SQL: Final = """
+INSERT INTO candles (symbol, tf, ts, open, high, low, close, volume)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (symbol, tf, ts) DO UPDATE SET
+    open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
+    close = EXCLUDED.close, volume = EXCLUDED.volume
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHealth:
+    """Freshness of the feed, for /ready and the stall watchdog."""
+
+    last_tick_ms: int | None  # wall clock when the last tick was applied
+    lag_ms: int | None
+    market_open: bool
+    stale: bool
+    paused: bool
+
+    def to_wire(self) -> dict[str, object]:
+        """Return the ``feed`` part of /ready."""
+        return {
+            "last_tick_ms": self.last_tick_ms,
+            "lag_ms": self.lag_ms,
+            "market_open": self.market_open,
+            "stale": self.stale,
+            "paused": self.paused,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MarketStatistics:
+    """Counters of the market actor."""
+
+    ticks: int
+    batches: int
+    paused_ticks: int
+    symbols: int
+    watchers: int
+    conflated: int
+    inbox_depth: int
+    candles_written: int
+    candles_pending: int
+
+
+@dataclass(eq=False, slots=True)
+class Watch:
+    """One subscriber's interest in some symbols (returned by :meth:`MarketActor.watch`)."""
+
+    symbols: frozenset[str]
+    mailbox: ConflatingMailbox[str, Quote]
+
+
+class MarketActor:
+    """Owns quotes, candles and chains; implements :class:`~.messages.TickSink`."""
+
+    def __init__(self, engine: Engine, master: InstrumentMaster, calendar: MarketCalendar) -> None:
+        cfg = engine.config.market
+        self._engine = engine
+        self._cfg = cfg
+        self.master = master
+        self.calendar = calendar
+        self._inbox: Mailbox[TickBatch] = Mailbox(cfg.inbox_capacity, name="market")
+        self._quotes: dict[str, Quote] = {}
+        self._books: dict[str, CandleBook] = {}
+        self._chains: dict[tuple[str, dt.date], dict[str, Quote]] = defaultdict(dict)
+        self._watchers: dict[str, list[Watch]] = defaultdict(list)
+        self._all_watches: list[Watch] = []
+        self._closed: list[CandleEvent] = []
+        self._flush_now = trio.Event()
+        self._paused = False
+        self._last_tick_ms: int | None = None
+        self._stale = False
+        self.ticks = 0
+        self.batches = 0
+        self.paused_ticks = 0
+        self.candles_written = 0
+        metrics = engine.metrics
+        self._m_ticks = metrics.counter("tickstream_ticks", "Ticks applied by source", ["source"])
+        self._m_paused = metrics.counter(
+            "tickstream_ticks_paused", "Ticks discarded while the feed was paused"
+        )
+        self._m_stale = metrics.gauge(
+            "tickstream_feed_stale", "1 when no tick arrived for stale_after during market hours"
+        )
+        self._m_lag = metrics.gauge(
+            "tickstream_feed_lag_seconds", "Seconds since the last tick was applied"
+        )
+        self._m_candles = metrics.counter(
+            "tickstream_candles_written", "Closed candles written to PostgreSQL"
+        )
+        metrics.watch(self._collect)
+
+    # ------------------------------------------------------------------ TickSink
+
+    async def submit(self, batch: TickBatch) -> None:
+        """Queue a batch; wait while the inbox is full (backpressure to the feed)."""
+        await self._inbox.send(batch)
+
+    # ------------------------------------------------------------------ control
+
+    def pause(self) -> None:
+        """Stop applying ticks (they are discarded and counted) until :meth:`resume`."""
+        if not self._paused:
+            LOG.warning("feed paused")
+        self._paused = True
+
+    def resume(self) -> None:
+        """Apply ticks again."""
+        if self._paused:
+            LOG.warning("feed resumed")
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        """Whether ticks are being discarded."""
+        return self._paused
+
+    # ------------------------------------------------------------------ read side
+
+    def quote(self, symbol: str) -> Quote | None:
+        """Return the latest quote of ``symbol``."""
+        return self._quotes.get(symbol)
+
+    def chain_quotes(self, underlying: str, expiry: dt.date) -> dict[str, Quote]:
+        """Return the latest quotes of the options of one chain, by symbol (a copy)."""
+        return dict(self._chains.get((underlying, expiry), {}))
+
+    def candles(self, symbol: str) -> CandleBook | None:
+        """Return the candle book of ``symbol`` (read it, do not feed it)."""
+        return self._books.get(symbol)
+
+    def watch(self, symbols: Iterable[str], mailbox: ConflatingMailbox[str, Quote]) -> Watch:
+        """Route every new quote of ``symbols`` to ``mailbox`` (latest value per symbol)."""
+        w = Watch(frozenset(symbols), mailbox)
+        for symbol in w.symbols:
+            self._watchers[symbol].append(w)
+        self._all_watches.append(w)
+        return w
+
+    def unwatch(self, w: Watch) -> None:
+        """Stop routing to a watch."""
+        for symbol in w.symbols:
+            lst = self._watchers.get(symbol)
+            if lst and w in lst:
+                lst.remove(w)
+        if w in self._all_watches:
+            self._all_watches.remove(w)
+
+    def health(self) -> FeedHealth:
+        """Return feed freshness: stale only counts during market hours."""
+        now = self._engine.clock()
+        session = self.calendar.session(now)
+        lag = None if self._last_tick_ms is None else max(0, now - self._last_tick_ms)
+        stale_ms = self._cfg.stale_after * MS_PER_S
+        stale = session.open and not self._paused and (lag is None or lag > stale_ms)
+        return FeedHealth(self._last_tick_ms, lag, session.open, stale, self._paused)
+
+    def statistics(self) -> MarketStatistics:
+        """Return the actor's counters."""
+        return MarketStatistics(
+            ticks=self.ticks,
+            batches=self.batches,
+            paused_ticks=self.paused_ticks,
+            symbols=len(self._quotes),
+            watchers=len(self._all_watches),
+            conflated=sum(w.mailbox.statistics().conflated for w in self._all_watches),
+            inbox_depth=self._inbox.statistics().depth,
+            candles_written=self.candles_written,
+            candles_pending=len(self._closed),
+        )
+
+    def _collect(self) -> Iterable[tuple[str, str, float]]:
+        stats = self.statistics()
+        yield (
+            "tickstream_ticks_conflated",
+            "Quotes replaced in account mailboxes before delivery (latest wins)",
+            stats.conflated,
+        )
+        yield (
+            "tickstream_market_inbox_depth",
+            "Tick batches waiting for the market actor",
+            stats.inbox_depth,
+        )
+        yield ("tickstream_market_watchers", "Account watches of symbols", stats.watchers)
+
+    # ------------------------------------------------------------------ run
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[MarketActor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Load the instrument master, then apply batches until cancelled."""
+        await self.master.load()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._candle_writer)
+            nursery.start_soon(self._watchdog)
+            task_status.started(self)
+            async for batch in self._inbox:
+                await self._apply(batch)
+
+    async def _apply(self, batch: TickBatch) -> None:
+        if self._paused:
+            self.paused_ticks += len(batch.ticks)
+            self._m_paused.inc(len(batch.ticks))
+            return
+        latest: dict[str, Quote] = {}
+        forming: dict[tuple[str, str], CandleEvent] = {}
+        closed: list[CandleEvent] = []
+        for tick in batch.ticks:
+            quote = self._apply_tick(tick, batch.received_ms)
+            latest[tick.symbol] = quote
+            for event in self._book(tick.symbol).on_tick(tick.ts, tick.ltp, tick.volume):
+                if event.closed:
+                    closed.append(event)
+                else:
+                    forming[(event.symbol, event.tf)] = event
+        self.ticks += len(batch.ticks)
+        self.batches += 1
+        self._m_ticks.labels(batch.source).inc(len(batch.ticks))
+        self._last_tick_ms = self._engine.clock()
+        if closed:
+            self._store_closed(closed)
+        await self._publish(latest, closed, forming)
+
+    def _apply_tick(self, tick: Tick, received_ms: int) -> Quote:
+        prev = self._quotes.get(tick.symbol)
+        # Fields a tick leaves out keep their last known value (a trade-only tick
+        # does not erase the book).
+        if prev is not None:
+            quote = Quote(
+                tick.symbol,
+                tick.ltp,
+                tick.bid if tick.bid is not None else prev.bid,
+                tick.ask if tick.ask is not None else prev.ask,
+                tick.volume if tick.volume is not None else prev.volume,
+                tick.oi if tick.oi is not None else prev.oi,
+                tick.ts,
+                received_ms,
+            )
+        else:
+            quote = Quote(
+                tick.symbol,
+                tick.ltp,
+                tick.bid,
+                tick.ask,
+                tick.volume,
+                tick.oi,
+                tick.ts,
+                received_ms,
+            )
+        self._quotes[tick.symbol] = quote
+        chain = self._chain_of(tick.symbol)
+        if chain is not None:
+            chain[tick.symbol] = quote
+        for w in self._watchers.get(tick.symbol, ()):
+            w.mailbox.put(tick.symbol, quote)
+        return quote
+
+    def _chain_of(self, symbol: str) -> dict[str, Quote] | None:
+        inst = self.master.get(symbol)
+        key = chain_key(inst) if inst is not None else None
+        return self._chains[key] if key is not None else None
+
+    def _book(self, symbol: str) -> CandleBook:
+        book = self._books.get(symbol)
+        if book is None:
+            book = self._books[symbol] = CandleBook(symbol)
+        return book
+
+    async def _publish(
+        self,
+        latest: dict[str, Quote],
+        closed: list[CandleEvent],
+        forming: dict[tuple[str, str], CandleEvent],
+    ) -> None:
+        bus = self._engine.bus
+        for symbol, quote in latest.items():
+            await bus.publish(f"quotes:{symbol}", protocol.dumps(quote.to_wire()))
+        for event in (*closed, *forming.values()):
+            await bus.publish(f"candles:{event.symbol}:{event.tf}", protocol.dumps(event.to_wire()))
+
+    # ------------------------------------------------------------------ candles → PostgreSQL
+
+    def _store_closed(self, events: list[CandleEvent]) -> None:
+        self._closed.extend(events)
+        overflow = len(self._closed) - CANDLE_BACKLOG_MAX
+        if overflow > 0:
+            # NOTE: only while the database is down for long: the oldest bars go first
+            # and are counted as lost in the log; quotes and routing go on regardless.
+            LOG.error("candle backlog full: dropping %d oldest closed candles", overflow)
+            del self._closed[:overflow]
+        if len(self._closed) >= self._cfg.candle_flush_rows:
+            self._flush_now.set()
+
+    async def _candle_writer(self) -> None:
+        try:
+            while True:
+                with trio.move_on_after(self._cfg.candle_flush_interval):
+                    await self._flush_now.wait()
+                self._flush_now = trio.Event()
+                await self.flush_candles()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.flush_candles()
+
+    async def flush_candles(self) -> int:
+        """Write the pending closed candles in one transaction; return how many.
+
+        On a database error they stay pending for the next attempt.
+        """
+        if not self._closed:
+            return 0
+        batch, self._closed = self._closed, []
+        rows = [(e.symbol, e.tf, e.ts, e.open, e.high, e.low, e.close, e.volume) for e in batch]
+
+        async def unit(conn: Connection) -> None:
+            await conn.executemany(INSERT_CANDLES_SQL, rows)
+
+        try:
+            await self._engine.store.run_unit(unit)
+        except (DatabaseUnavailable, StoreError) as exc:
+            LOG.warning("writing %d candles failed (%s); will retry", len(batch), exc)
+            self._closed[:0] = batch
+            return 0
+        self.candles_written += len(batch)
+        self._m_candles.inc(len(batch))
+        return len(batch)
+
+    # ------------------------------------------------------------------ watchdog
+
+    async def _watchdog(self) -> None:
+        while True:
+            await trio.sleep(self._cfg.watchdog_interval)
+            now = self._engine.clock()
+            closed: list[CandleEvent] = []
+            for book in self._books.values():
+                closed.extend(book.close_due(now))
+            if closed:
+                self._store_closed(closed)
+                await self._publish({}, closed, {})
+            health = self.health()
+            if health.lag_ms is not None:
+                self._m_lag.set(health.lag_ms / MS_PER_S)
+            self._m_stale.set(1 if health.stale else 0)
+            if health.stale and not self._stale:
+                LOG.error("feed stale: no tick for %s ms during market hours", health.lag_ms)
+            elif self._stale and not health.stale:
+                LOG.info("feed fresh again")
+            self._stale = health.stale

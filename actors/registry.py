@@ -1,0 +1,14 @@
+"""The running actors the edge talks to (through their mailboxes and read views)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .market.actor import MarketActor
+
+
+@dataclass(frozen=True, slots=True)
+class Actors:
+    """Handles on the engine's actors, built in ``main`` and passed to the gateway."""
+
+    market: MarketActor

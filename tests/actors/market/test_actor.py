@@ -1,0 +1,247 @@
+"""The market actor: quotes, routing with conflation, pause/resume, freshness, candles."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import orjson
+import trio
+import trio.testing
+
+from actors.market.actor import MarketActor
+from actors.market.instruments import InstrumentMaster
+from actors.market.messages import Quote, TickBatch
+from engine.calendar import load_calendar
+from engine.config import Config, with_overrides
+from engine.mailbox import ConflatingMailbox
+from engine.store import DatabaseUnavailable
+from protocol import Instrument, Tick
+from tests.kit.fakes import FakeClock, FakeStore, fake_engine
+
+# Tue 1 Dec 2026 10:00 IST (market open) and 22:00 IST (closed).
+OPEN_MS = int(dt.datetime(2026, 12, 1, 4, 30, tzinfo=dt.UTC).timestamp() * 1000)
+NIGHT_MS = int(dt.datetime(2026, 12, 1, 16, 30, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def _tick(symbol: str, ltp: str, ts: int, volume: int | None = None, **kw: object) -> Tick:
+    return Tick(symbol, Decimal(ltp), ts, volume=volume, **kw)  # type: ignore[arg-type]
+
+
+def _actor(config: Config, clock: FakeClock, store: FakeStore | None = None) -> MarketActor:
+    engine = fake_engine(config, clock, store)
+    return MarketActor(engine, InstrumentMaster(engine.store), load_calendar())
+
+
+async def test_ticks_update_quotes_and_publish_conflated_events(config: Config) -> None:
+    """A batch updates the latest quote per symbol and publishes one quote event per symbol."""
+    clock = FakeClock(OPEN_MS)
+    actor = _actor(config, clock)
+    quotes = actor._engine.bus.subscribe("quotes:*")
+    candles = actor._engine.bus.subscribe("candles:NIFTY:1m")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        await actor.submit(
+            TickBatch(
+                (
+                    _tick(
+                        "NIFTY", "24000.05", OPEN_MS, bid=Decimal("24000"), ask=Decimal("24000.1")
+                    ),
+                    _tick("NIFTY", "24001", OPEN_MS + 1, volume=10),
+                    _tick("BANKNIFTY", "52000", OPEN_MS + 2),
+                ),
+                "test",
+                OPEN_MS,
+            )
+        )
+        first = orjson.loads((await quotes.receive()).data)
+        second = orjson.loads((await quotes.receive()).data)
+        assert first == {
+            "symbol": "NIFTY",
+            "ltp": "24001",
+            "bid": "24000",
+            "ask": "24000.1",
+            "volume": 10,
+            "oi": None,
+            "ts": OPEN_MS + 1,
+        }
+        assert second["symbol"] == "BANKNIFTY"
+        candle = orjson.loads((await candles.receive()).data)
+        assert (candle["open"], candle["high"], candle["close"], candle["closed"]) == (
+            "24000.05",
+            "24001",
+            "24001",
+            False,
+        )
+        q = actor.quote("NIFTY")
+        assert q is not None and q.ltp == Decimal("24001") and q.bid == Decimal("24000")
+        assert actor.statistics().ticks == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_slow_account_mailbox_is_bounded_and_conflations_counted(config: Config) -> None:
+    """An account that never reads holds one pending quote per symbol; the rest is counted."""
+    clock = FakeClock(OPEN_MS)
+    actor = _actor(config, clock)
+    slow: ConflatingMailbox[str, Quote] = ConflatingMailbox(name="slow")
+    fast: ConflatingMailbox[str, Quote] = ConflatingMailbox(name="fast")
+    actor.watch(["NIFTY", "BANKNIFTY"], slow)
+    fast_watch = actor.watch(["NIFTY"], fast)
+    received: list[Decimal] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+
+        async def fast_reader() -> None:
+            while True:
+                _sym, quote = await fast.receive()
+                received.append(quote.ltp)
+
+        nursery.start_soon(fast_reader)
+        for i in range(1, 501):
+            await actor.submit(
+                TickBatch(
+                    (
+                        _tick("NIFTY", str(24000 + i), OPEN_MS + i),
+                        _tick("BANKNIFTY", str(52000 + i), OPEN_MS + i),
+                        _tick("SBIN", "800", OPEN_MS + i),
+                    ),
+                    "test",
+                    OPEN_MS,
+                )
+            )
+        await trio.testing.wait_all_tasks_blocked()
+        stats = slow.statistics()
+        assert stats.pending == 2
+        assert stats.conflated == 998
+        assert dict(slow.drain())["NIFTY"].ltp == Decimal("24500")
+        assert received[-1] == Decimal("24500")
+        assert actor.statistics().conflated >= 998
+        text = actor._engine.metrics.render().decode()
+        assert "tickstream_ticks_conflated " in text
+        actor.unwatch(fast_watch)
+        assert actor.statistics().watchers == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_pause_discards_and_counts_until_resume(config: Config) -> None:
+    """While paused, ticks are dropped and counted; after resume they apply again."""
+    clock = FakeClock(OPEN_MS)
+    actor = _actor(config, clock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        actor.pause()
+        assert actor.paused
+        await actor.submit(TickBatch((_tick("NIFTY", "1", OPEN_MS),), "test", OPEN_MS))
+        await trio.testing.wait_all_tasks_blocked()
+        assert actor.quote("NIFTY") is None
+        assert actor.statistics().paused_ticks == 1
+        actor.resume()
+        await actor.submit(TickBatch((_tick("NIFTY", "2", OPEN_MS),), "test", OPEN_MS))
+        await trio.testing.wait_all_tasks_blocked()
+        q = actor.quote("NIFTY")
+        assert q is not None and q.ltp == Decimal("2")
+        assert actor.health().paused is False
+        nursery.cancel_scope.cancel()
+
+
+async def test_full_inbox_makes_the_feed_wait(config: Config) -> None:
+    """With the inbox full, submit blocks (backpressure) until the actor takes a batch."""
+    cfg = with_overrides(config, market={"inbox_capacity": 1})
+    actor = _actor(cfg, FakeClock(OPEN_MS))
+    batch = TickBatch((_tick("NIFTY", "1", OPEN_MS),), "test", OPEN_MS)
+    await actor.submit(batch)
+    with trio.move_on_after(1) as scope:
+        await actor.submit(batch)
+    assert scope.cancelled_caught
+    assert actor.statistics().inbox_depth == 1
+
+
+async def test_silence_during_market_hours_is_stale_but_not_at_night(
+    config: Config, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The watchdog raises the stale alarm only when the market is open."""
+    cfg = with_overrides(config, market={"stale_after": 10.0, "watchdog_interval": 1.0})
+    clock = FakeClock(OPEN_MS)
+    actor = _actor(cfg, clock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        await actor.submit(TickBatch((_tick("NIFTY", "1", OPEN_MS),), "test", OPEN_MS))
+        await trio.sleep(1.5)
+        assert not actor.health().stale and actor.health().lag_ms == 0
+        clock.now_ms += 11_000
+        await trio.sleep(1)
+        health = actor.health()
+        assert health.market_open and health.stale and health.lag_ms == 11_000
+        metrics = actor._engine.metrics
+        assert metrics.registry.get_sample_value("tickstream_feed_stale") == 1
+        clock.now_ms = NIGHT_MS
+        await trio.sleep(1)
+        assert not actor.health().market_open and not actor.health().stale
+        assert metrics.registry.get_sample_value("tickstream_feed_stale") == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_closed_candles_are_written_in_batches_and_kept_on_db_errors(
+    config: Config, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Closed bars are flushed with one executemany; a failed write keeps them for the next."""
+    store = FakeStore()
+    clock = FakeClock(OPEN_MS)
+    actor = _actor(config, clock, store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        store.fail = DatabaseUnavailable("down")
+        await actor.submit(
+            TickBatch(
+                (
+                    _tick("NIFTY", "100", OPEN_MS, volume=5),
+                    _tick("NIFTY", "101", OPEN_MS + 60_000, volume=9),
+                ),
+                "test",
+                OPEN_MS,
+            )
+        )
+        await trio.sleep(1.5)
+        assert actor.statistics().candles_pending == 1
+        store.fail = None
+        await trio.sleep(1)
+        assert actor.statistics().candles_written == 1
+        ((sql, rows),) = [entry for entry in store.log if "INSERT INTO candles" in entry[0]]
+        assert rows == [
+            (
+                "NIFTY",
+                "1m",
+                OPEN_MS,
+                Decimal("100"),
+                Decimal("100"),
+                Decimal("100"),
+                Decimal("100"),
+                5,
+            )
+        ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_option_quotes_are_grouped_by_chain(config: Config) -> None:
+    """Ticks of options land in the chain of their underlying and expiry."""
+    clock = FakeClock(OPEN_MS)
+    actor = _actor(config, clock)
+    expiry = dt.date(2026, 12, 29)
+    ce = Instrument(
+        "NIFTY26DEC24000CE", "option", "NIFTY", expiry, Decimal(24000), "call", 65, Decimal("0.05")
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        actor.master._apply([ce])
+        await actor.submit(
+            TickBatch(
+                (_tick(ce.symbol, "120.5", OPEN_MS), _tick("NIFTY", "24010", OPEN_MS)),
+                "test",
+                OPEN_MS,
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        chain = actor.chain_quotes("NIFTY", expiry)
+        assert list(chain) == [ce.symbol] and chain[ce.symbol].ltp == Decimal("120.5")
+        assert actor.chain_quotes("NIFTY", dt.date(2027, 1, 26)) == {}
+        nursery.cancel_scope.cancel()
