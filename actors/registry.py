@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .account.supervisor import Accounts
 from .market.actor import MarketActor
 
 
@@ -12,3 +13,4 @@ class Actors:
     """Handles on the engine's actors, built in ``main`` and passed to the gateway."""
 
     market: MarketActor
+    accounts: Accounts

@@ -41,8 +41,13 @@ class Principal:
     expires_at: int  # epoch seconds
 
     def has(self, scope: Scope) -> bool:
-        """Return whether the token carries ``scope`` (``admin`` carries every scope)."""
-        return Scope.ADMIN in self.scopes or scope in self.scopes
+        """Return whether the token carries ``scope``.
+
+        ``admin`` carries every scope, and ``trade`` implies ``read``.
+        """
+        if Scope.ADMIN in self.scopes or scope in self.scopes:
+            return True
+        return scope is Scope.READ and Scope.TRADE in self.scopes
 
     def can_read(self, account: str) -> bool:
         """Return whether the token may read ``account``."""

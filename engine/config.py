@@ -155,6 +155,19 @@ class FeedConfig(BaseModel):
     replay_speed: float = Field(default=1.0, ge=0, allow_inf_nan=False)
 
 
+class AccountsConfig(BaseModel):
+    """Account actors, order rate limits."""
+
+    model_config = _Model
+    max_restarts: int = Field(default=3, ge=0, le=1000)
+    restart_period: PositiveFloat = 60.0
+    reply_timeout: PositiveFloat = 10.0
+    orders_per_second_account: PositiveFloat = 50.0
+    orders_burst_account: int = Field(default=100, ge=1)
+    orders_per_second_subject: PositiveFloat = 100.0
+    orders_burst_subject: int = Field(default=200, ge=1)
+
+
 class Config(BaseModel):
     """The whole engine configuration, frozen once loaded."""
 
@@ -167,6 +180,7 @@ class Config(BaseModel):
     mailbox: MailboxConfig = MailboxConfig()
     market: MarketConfig = MarketConfig()
     feed: FeedConfig = FeedConfig()
+    accounts: AccountsConfig = AccountsConfig()
 
 
 # Keys a TOML file may not carry: they are secrets and come from the environment only.

@@ -11,6 +11,7 @@ import trio
 from .bus import Bus
 from .config import Config
 from .metrics import Metrics
+from .ratelimit import Limiter, MemoryLimiter
 from .store import Store
 
 WallClock = Callable[[], int]
@@ -43,6 +44,7 @@ class Engine:
         metrics: the engine's private Prometheus registry and metrics.
         clock: epoch-ms wall clock; tests inject a fake one.
         lifecycle: shutdown and drain signals.
+        limiter: rate limits (in memory, or shared through Redis).
     """
 
     config: Config
@@ -51,3 +53,4 @@ class Engine:
     metrics: Metrics
     clock: WallClock = system_clock_ms
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    limiter: Limiter = field(default_factory=lambda: MemoryLimiter(trio.current_time))

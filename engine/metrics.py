@@ -104,6 +104,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.orders = Counter(
+            "tickstream_orders", "Order commands by outcome", ["outcome"], registry=r
+        )
+        self.rate_limited = Counter(
+            "tickstream_rate_limited", "Requests refused by a rate limit", ["limit"], registry=r
+        )
         self.ws_connections = Gauge(
             "tickstream_ws_connections", "Open WebSocket connections", registry=r
         )

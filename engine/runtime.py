@@ -5,7 +5,9 @@ The supervision tree::
     root (rest_for_one, 3 restarts / 30 s)
      ├─ store      PostgreSQL pool
      ├─ bus        in-process or Redis
+     ├─ ratelimit  shared token buckets (only with Redis)
      ├─ market     market actor (quotes, candles, chains)
+     ├─ accounts   account supervisor: one actor per account, quarantine past its budget
      ├─ feeds      feed supervisor (one_for_one, 5 / 60 s): simulator, redis stream, replay
      └─ gateway    hypercorn + quart-trio (HTTP, /ws/v1/*)
 """
@@ -19,6 +21,7 @@ from typing import Final
 
 import trio
 
+from actors.account.supervisor import Accounts
 from actors.feed.redis_stream import RedisStreamFeed
 from actors.feed.replay import ReplayFeed
 from actors.feed.simulator import MarketSimulator, SimulatorFeed
@@ -32,6 +35,7 @@ from .config import Config, ConfigError
 from .context import Engine, WallClock, system_clock_ms
 from .gateway import Gateway
 from .metrics import Metrics
+from .ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from .store import Store
 from .streams import RedisStreams
 from .supervisor import ChildSpec, Restart, Strategy, Supervisor
@@ -131,11 +135,24 @@ def build_runtime(config: Config, dsn: str, clock: WallClock = system_clock_ms) 
     metrics = Metrics()
     store = Store(config.database, dsn)
     metrics.watch_pool(store.statistics)
-    engine = Engine(config=config, store=store, bus=make_bus(config), metrics=metrics, clock=clock)
-    market = MarketActor(
-        engine, InstrumentMaster(store), load_calendar(Path(config.market.calendar_dir))
+    limiter: Limiter
+    redis_limiter: RedisLimiter | None = None
+    if config.redis.url is None:
+        limiter = MemoryLimiter(trio.current_time)
+    else:
+        limiter = redis_limiter = RedisLimiter(config.redis.url.reveal())
+    engine = Engine(
+        config=config,
+        store=store,
+        bus=make_bus(config),
+        metrics=metrics,
+        clock=clock,
+        limiter=limiter,
     )
-    actors = Actors(market=market)
+    calendar = load_calendar(Path(config.market.calendar_dir))
+    market = MarketActor(engine, InstrumentMaster(store), calendar)
+    accounts = Accounts(engine, market)
+    actors = Actors(market=market, accounts=accounts)
     gateway = Gateway(engine, actors)
     feeds = Supervisor(
         "feeds",
@@ -150,7 +167,13 @@ def build_runtime(config: Config, dsn: str, clock: WallClock = system_clock_ms) 
         [
             ChildSpec("store", store.run, restart=Restart.PERMANENT, shutdown=STORE_SHUTDOWN),
             ChildSpec("bus", engine.bus.run, restart=Restart.PERMANENT),
+            *(
+                [ChildSpec("ratelimit", redis_limiter.run, restart=Restart.PERMANENT)]
+                if redis_limiter is not None
+                else []
+            ),
             ChildSpec("market", market.run, restart=Restart.PERMANENT),
+            ChildSpec("accounts", accounts.run, restart=Restart.PERMANENT, shutdown=10.0),
             feeds.as_child(),
             ChildSpec(
                 "gateway",

@@ -14,6 +14,12 @@ from ._instruments import InstrumentError as InstrumentError
 from ._instruments import parse_instrument as parse_instrument
 from ._json import dumps as dumps
 from ._json import loads as loads
+from ._orders import OrderRequest as OrderRequest
+from ._orders import RequestError as RequestError
+from ._orders import TradeRequest as TradeRequest
+from ._orders import check_multiples as check_multiples
+from ._orders import parse_order_request as parse_order_request
+from ._orders import parse_trade_request as parse_trade_request
 from ._symbols import ParsedSymbol as ParsedSymbol
 from ._symbols import format_strike as format_strike
 from ._symbols import future_symbol as future_symbol

@@ -19,6 +19,7 @@ from actors.registry import Actors
 from protocol import ErrorCode, ProtocolError
 
 from ..context import Engine
+from ._accounts import accounts_blueprint
 from ._health import health_blueprint
 from ._ingest import ingest_blueprint
 from ._market import market_blueprint
@@ -80,6 +81,7 @@ def create_app(engine: Engine, actors: Actors | None = None) -> QuartTrio:
     if actors is not None:
         app.register_blueprint(ingest_blueprint(engine, actors))
         app.register_blueprint(market_blueprint(engine, actors))
+        app.register_blueprint(accounts_blueprint(engine, actors))
     metrics = engine.metrics
 
     @app.before_request

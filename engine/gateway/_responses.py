@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from quart import Response
@@ -24,7 +25,7 @@ def error_response(error: ProtocolError) -> Response:
     """Return the ``{"error": {...}}`` envelope with the error's HTTP status."""
     headers = {}
     if error.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return json_response(error.to_body(), error.http_status, headers)
 
 

@@ -25,10 +25,14 @@ EXPECTED_EXPORTS = sorted(
         "HTTP_STATUS",
         "Instrument",
         "InstrumentError",
+        "OrderRequest",
         "ParsedSymbol",
         "ProtocolError",
+        "RequestError",
         "Tick",
         "TickError",
+        "TradeRequest",
+        "check_multiples",
         "dumps",
         "format_strike",
         "future_symbol",
@@ -37,9 +41,11 @@ EXPECTED_EXPORTS = sorted(
         "parse_count",
         "parse_decimal",
         "parse_instrument",
+        "parse_order_request",
         "parse_symbol",
         "parse_symbol_name",
         "parse_ticks",
+        "parse_trade_request",
     ]
 )
 

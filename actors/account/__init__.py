@@ -1,0 +1,1 @@
+"""The account actor: orders, fills and average-cost positions of one account."""
