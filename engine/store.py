@@ -113,6 +113,10 @@ class Store:
         self._config = config
         self._dsn = dsn
         self._pool: asyncpg.Pool | None = None
+        # Admission in arrival order: asyncpg's pool does not serve waiters FIFO, so
+        # under a burst some units starved past acquire_timeout while later ones ran.
+        # A trio semaphore (FIFO) of the pool's size queues them fairly on the trio side.
+        self._slots: trio.Semaphore | None = None
         self._max_size = 0
         self._waiting = 0
 
@@ -140,6 +144,7 @@ class Store:
         """
         try:
             self._pool = await trio_asyncio.aio_as_trio(self._open_pool)()
+            self._slots = trio.Semaphore(self._max_size)
         except tenacity.RetryError as exc:
             last = exc.last_attempt.exception()
             raise DatabaseUnavailable(type(last).__name__) from None
@@ -191,7 +196,7 @@ class Store:
 
     async def close(self) -> None:
         """Close the pool; terminate it if closing takes longer than ``CLOSE_TIMEOUT``."""
-        pool, self._pool = self._pool, None
+        pool, self._pool, self._slots = self._pool, None, None
         if pool is None:
             return
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
@@ -219,21 +224,30 @@ class Store:
         Cancellation: safe at any point; the connection is rolled back and
         returned to the pool.
         """
-        if self._pool is None:
+        pool, slots = self._pool, self._slots
+        if pool is None or slots is None:
             raise DatabaseUnavailable("pool not open")
-        result: T = await trio_asyncio.aio_as_trio(self._run_unit)(self._pool, unit, transaction)
+        self._waiting += 1
+        try:
+            with trio.move_on_after(self._config.acquire_timeout) as waited:
+                await slots.acquire()
+        finally:
+            self._waiting -= 1
+        if waited.cancelled_caught:
+            raise DatabaseUnavailable("pool exhausted")
+        try:
+            result: T = await trio_asyncio.aio_as_trio(self._run_unit)(pool, unit, transaction)
+        finally:
+            slots.release()
         return result
 
     async def _run_unit(self, pool: asyncpg.Pool, unit: Unit[T], transaction: bool) -> T:
-        self._waiting += 1
         try:
             conn = await pool.acquire(timeout=self._config.acquire_timeout)
         except TimeoutError:
             raise DatabaseUnavailable("pool exhausted") from None
         except _CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(type(exc).__name__) from None
-        finally:
-            self._waiting -= 1
         try:
             if transaction:
                 async with conn.transaction():

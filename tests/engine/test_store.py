@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 import trio
+import trio.lowlevel
 import trio_asyncio
 
 from engine.config import Config, with_overrides
@@ -175,3 +178,35 @@ def test_pool_is_sized_for_the_servers_max_connections(config: Config) -> None:
     assert effective_pool_size(db.database, 100) == 40
     assert effective_pool_size(db.database, 45) == 20
     assert effective_pool_size(db.database, 5) == 1
+
+
+async def test_a_burst_larger_than_the_pool_is_served_in_arrival_order(
+    aio_loop: trio_asyncio.TrioEventLoop, migrated_dsn: str, config: Config
+) -> None:
+    """Units queue FIFO for the pool: none starves past acquire_timeout while later ones run.
+
+    Forty units on a pool of two, each holding its connection for ~20 ms, take ~0.4 s
+    in all; with a 2 s acquire timeout every one must succeed, in the order it asked.
+    """
+    cfg = with_overrides(config, database={"pool_max": 2, "pool_min": 2, "acquire_timeout": 2.0})
+    started: list[int] = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            store = await nursery.start(Store(cfg.database, migrated_dsn).run)
+
+            def unit_for(i: int) -> Callable[[Connection], Awaitable[None]]:
+                async def unit(conn: Connection) -> None:
+                    started.append(i)
+                    await conn.execute("SELECT pg_sleep(0.02)")
+
+                return unit
+
+            async with trio.open_nursery() as burst:
+                for i in range(40):
+                    burst.start_soon(store.run_unit, unit_for(i))
+                    await trio.lowlevel.checkpoint()  # arrival order = i
+                await trio.sleep(0.01)
+                assert store.statistics().waiting > 0
+            assert started == list(range(40))
+            assert store.statistics().waiting == 0
+            nursery.cancel_scope.cancel()
