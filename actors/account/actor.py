@@ -27,7 +27,7 @@ from actors.market.actor import MarketActor, Watch
 from actors.market.messages import Quote
 from engine.context import Engine
 from engine.mailbox import ConflatingMailbox, Mailbox, MailboxClosed
-from engine.store import Connection, StoreError
+from engine.store import Connection, DatabaseUnavailable, StoreError
 from protocol import ErrorCode, OrderRequest, ProtocolError
 
 from . import ledger
@@ -48,7 +48,10 @@ LOG = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY: Final = 10_000  # fills between snapshots
 VIEW_THROTTLE: Final = 0.25  # seconds between positions/pnl publications
-OUTBOX_FLUSH: Final = 0.2  # seconds between marking published outbox rows
+OUTBOX_FLUSH: Final = 0.2  # seconds between looks at published outbox rows left unmarked
+# Published outbox rows are marked by the account's next ledger write (same statement, no
+# round trip of its own); the marker task writes them alone only after this long.
+OUTBOX_MARK_AFTER: Final = 1.0  # seconds
 PAPER_FEE: Final = Decimal(0)
 
 AccountState = Literal["starting", "running", "quarantined", "stopped"]
@@ -90,7 +93,9 @@ class AccountActor:
         self._quotes: ConflatingMailbox[str, Quote] = ConflatingMailbox(name=f"quotes:{handle.id}")
         self._watch: Watch | None = None
         self._dirty_views = trio.Event()
-        self._published: list[int] = []
+        self._published: list[int] = []  # outbox ids published, not yet marked
+        self._published_since = 0.0  # trio time the oldest of them was published
+        self._marks_failing = False
         metrics = engine.metrics
         self._m_orders = metrics.orders
 
@@ -146,7 +151,7 @@ class AccountActor:
             await self._engine.bus.publish(
                 f"account:{aid}:orders", protocol.dumps({"seq": row["seq"], "data": payload})
             )
-            self._published.append(row["id"])
+            self._remember_published(row["id"])
         LOG.info(
             "account %s rebuilt: %d fills folded, %d open orders, seq %d",
             aid,
@@ -425,7 +430,14 @@ class AccountActor:
         async def unit(conn: Connection) -> None:
             await ledger.write(conn, change)
 
-        await self._engine.store.run_unit(unit)
+        # One statement, hence one transaction of its own: no BEGIN/COMMIT round trips.
+        # It also marks the outbox rows published since the last write.
+        change.mark_published, self._published = self._published, []
+        try:
+            await self._engine.store.run_unit(unit, transaction=False)
+        except BaseException:
+            self._published = change.mark_published + self._published  # rolled back
+            raise
         # Committed: from here on the change is the truth, in memory and on the bus.
         self._seq += len(change.events)
         channel = f"account:{self._handle.id}:orders"
@@ -433,7 +445,7 @@ class AccountActor:
             change.events, change.outbox_ids, strict=True
         ):
             await self._engine.bus.publish(channel, protocol.dumps({"seq": seq, "data": payload}))
-            self._published.append(outbox_id)
+            self._remember_published(outbox_id)
 
     def _apply_fill(self, fill: Fill, change: Change) -> None:
         self._portfolio.apply(fill)
@@ -458,16 +470,32 @@ class AccountActor:
         )
         self._fills_since_snapshot = 0
 
+    def _remember_published(self, outbox_id: int) -> None:
+        if not self._published:
+            self._published_since = trio.current_time()
+        self._published.append(outbox_id)
+
     async def _outbox_marker(self) -> None:
         while True:
             await trio.sleep(OUTBOX_FLUSH)
-            if self._published:
+            due = trio.current_time() - self._published_since >= OUTBOX_MARK_AFTER
+            if self._published and due:
                 ids, self._published = self._published, []
 
                 async def unit(conn: Connection, ids: list[int] = ids) -> None:
                     await ledger.mark_published(conn, ids, self._engine.clock())
 
-                await self._engine.store.run_unit(unit)
+                try:
+                    await self._engine.store.run_unit(unit, transaction=False)
+                except DatabaseUnavailable:
+                    # Transient (pool exhausted, server away): keep them and retry; a
+                    # restart would only republish them. A failing statement still crashes.
+                    self._published = ids + self._published
+                    if not self._marks_failing:
+                        LOG.warning("account %s: outbox marking deferred", self._handle.id)
+                    self._marks_failing = True
+                else:
+                    self._marks_failing = False
             if self._fills_since_snapshot >= SNAPSHOT_EVERY:
                 async with self._lock:
                     await self.snapshot()

@@ -35,26 +35,53 @@ LOAD_UNPUBLISHED: Final = (
     "SELECT id, seq, channel, payload FROM outbox WHERE account_id = $1 AND published_ts IS NULL"
     " ORDER BY id"
 )
-INSERT_ORDER: Final = """
-INSERT INTO orders (id, account_id, symbol, side, quantity, type, price, status,
-    filled_quantity, avg_fill_price, tag, idempotency_key, request_hash, created_ts, updated_ts)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-"""
-UPDATE_ORDER: Final = """
-UPDATE orders SET status = $3, filled_quantity = $4, avg_fill_price = $5, updated_ts = $6
-WHERE id = $1 AND account_id = $2
-"""
-INSERT_FILL: Final = """
-INSERT INTO fills (account_id, order_id, symbol, side, quantity, price, fee, ts, external_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id
-"""
-INSERT_EVENT: Final = """
-INSERT INTO order_events (account_id, seq, order_id, kind, payload, ts)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6)
-"""
-INSERT_OUTBOX: Final = """
-INSERT INTO outbox (account_id, channel, seq, payload, created_ts)
-VALUES ($1, $2, $3, $4::jsonb, $5) RETURNING id
+# One change, ONE statement: one round trip to the server instead of one per row (plus
+# BEGIN and COMMIT). PostgreSQL runs a statement as its own transaction, and every
+# data-modifying CTE of it commits or rolls back together; the foreign keys (an event's
+# order inserted by the same statement) are checked at its end. Absent parts are NULL
+# and write no row. The fill event's payload gets the new fill id (jsonb_set), as the
+# event published after the commit does. Outbox rows published after the previous change
+# are marked here too.
+WRITE_CHANGE: Final = """
+WITH new_order AS (
+    INSERT INTO orders (id, account_id, symbol, side, quantity, type, price, status,
+        filled_quantity, avg_fill_price, tag, idempotency_key, request_hash, created_ts,
+        updated_ts)
+    SELECT $4::uuid, $1::text, $5::text, $6::text, $7::numeric, $8::text, $9::numeric,
+        $10::text, $11::numeric, $12::numeric, $13::text, $14::text, $15::text, $16::bigint,
+        $17::bigint
+    WHERE $4::uuid IS NOT NULL
+), order_update AS (
+    UPDATE orders SET status = $19::text, filled_quantity = $20::numeric,
+        avg_fill_price = $21::numeric, updated_ts = $22::bigint
+    WHERE id = $18::uuid AND account_id = $1::text
+), fill AS (
+    INSERT INTO fills (account_id, order_id, symbol, side, quantity, price, fee, ts,
+        external_id)
+    SELECT $1::text, $24::uuid, $25::text, $26::text, $27::numeric, $28::numeric,
+        $29::numeric, $30::bigint, $31::text
+    WHERE $23::boolean
+    RETURNING id
+), event AS (
+    SELECT e.seq, e.order_id, e.kind,
+        CASE WHEN e.kind = 'fill' AND fill.id IS NOT NULL
+            THEN jsonb_set(e.payload::jsonb, '{fill,id}', to_jsonb(fill.id))
+            ELSE e.payload::jsonb
+        END AS payload
+    FROM unnest($32::bigint[], $33::uuid[], $34::text[], $35::text[])
+        AS e (seq, order_id, kind, payload)
+    LEFT JOIN fill ON true
+), order_event AS (
+    INSERT INTO order_events (account_id, seq, order_id, kind, payload, ts)
+    SELECT $1::text, seq, order_id, kind, payload, $2::bigint FROM event
+), box AS (
+    INSERT INTO outbox (account_id, channel, seq, payload, created_ts)
+    SELECT $1::text, $3::text, seq, payload, $2::bigint FROM event ORDER BY seq
+    RETURNING id, seq
+), mark AS (
+    UPDATE outbox SET published_ts = $2::bigint WHERE id = ANY($36::bigint[])
+)
+SELECT (SELECT id FROM fill) AS fill_id, ARRAY(SELECT id FROM box ORDER BY seq) AS outbox_ids
 """
 MARK_PUBLISHED: Final = "UPDATE outbox SET published_ts = $2 WHERE id = ANY($1::bigint[])"
 FIND_IDEMPOTENT: Final = "SELECT * FROM orders WHERE account_id = $1 AND idempotency_key = $2"
@@ -154,79 +181,80 @@ class Change:
     order_update: dict[str, object] | None = None
     fill: dict[str, object] | None = None
     events: list[tuple[int, str | None, str, dict[str, object]]] = field(default_factory=list)
+    # outbox rows published since the last write, marked by this one:
+    mark_published: list[int] = field(default_factory=list)
     # filled in by write():
     fill_id: int | None = None
     outbox_ids: list[int] = field(default_factory=list)
 
 
 async def write(conn: Connection, change: Change) -> None:
-    """Write ``change`` (the caller runs this inside one transaction)."""
+    """Write ``change`` in one statement (its own transaction: run it outside another one
+    or inside; either way all its rows commit together or none do).
+
+    Sets ``change.fill_id`` and ``change.outbox_ids`` (in event order), and the id of the
+    fill in the payload of the fill event.
+    """
     a = change.account_id
-    if change.new_order is not None:
-        o = change.new_order
-        await conn.execute(
-            INSERT_ORDER,
-            uuid.UUID(str(o["id"])),
-            a,
-            o["symbol"],
-            o["side"],
-            o["quantity"],
-            o["type"],
-            o["price"],
-            o["status"],
-            o["filled_quantity"],
-            o["avg_fill_price"],
-            o["tag"],
-            o["idempotency_key"],
-            o["request_hash"],
-            o["created_ts"],
-            o["updated_ts"],
-        )
-    if change.order_update is not None:
-        u = change.order_update
-        await conn.execute(
-            UPDATE_ORDER,
-            uuid.UUID(str(u["id"])),
-            a,
-            u["status"],
-            u["filled_quantity"],
-            u["avg_fill_price"],
-            u["updated_ts"],
-        )
-    if change.fill is not None:
-        f = change.fill
-        order_id = f["order_id"]
-        change.fill_id = await conn.fetchval(
-            INSERT_FILL,
-            a,
-            None if order_id is None else uuid.UUID(str(order_id)),
-            f["symbol"],
-            f["side"],
-            f["quantity"],
-            f["price"],
-            f["fee"],
-            f["ts"],
-            f["external_id"],
-        )
-    for seq, order_id, kind, payload in change.events:
-        if kind == "fill" and change.fill_id is not None:
-            fill_obj = payload["fill"]
-            assert isinstance(fill_obj, dict)  # noqa: S101 - built by the actor
-            fill_obj["id"] = change.fill_id
-        body = protocol.dumps(payload).decode()
-        await conn.execute(
-            INSERT_EVENT,
-            a,
-            seq,
-            None if order_id is None else uuid.UUID(order_id),
-            kind,
-            body,
-            change.ts,
-        )
-        outbox_id = await conn.fetchval(
-            INSERT_OUTBOX, a, f"account:{a}:orders", seq, body, change.ts
-        )
-        change.outbox_ids.append(outbox_id)
+    o = change.new_order or {}
+    u = change.order_update or {}
+    f = change.fill or {}
+    events = change.events
+    row = await conn.fetchrow(
+        WRITE_CHANGE,
+        a,
+        change.ts,
+        f"account:{a}:orders",
+        # new order
+        _uuid_or_none(o.get("id")),
+        o.get("symbol"),
+        o.get("side"),
+        o.get("quantity"),
+        o.get("type"),
+        o.get("price"),
+        o.get("status"),
+        o.get("filled_quantity"),
+        o.get("avg_fill_price"),
+        o.get("tag"),
+        o.get("idempotency_key"),
+        o.get("request_hash"),
+        o.get("created_ts"),
+        o.get("updated_ts"),
+        # order update
+        _uuid_or_none(u.get("id")),
+        u.get("status"),
+        u.get("filled_quantity"),
+        u.get("avg_fill_price"),
+        u.get("updated_ts"),
+        # fill
+        change.fill is not None,
+        _uuid_or_none(f.get("order_id")),
+        f.get("symbol"),
+        f.get("side"),
+        f.get("quantity"),
+        f.get("price"),
+        f.get("fee"),
+        f.get("ts"),
+        f.get("external_id"),
+        # events (and their outbox rows)
+        [seq for seq, _, _, _ in events],
+        [_uuid_or_none(oid) for _, oid, _, _ in events],
+        [kind for _, _, kind, _ in events],
+        [protocol.dumps(payload).decode() for _, _, _, payload in events],
+        # outbox rows published since the last write
+        change.mark_published,
+    )
+    change.fill_id = row["fill_id"]
+    change.outbox_ids = list(row["outbox_ids"])
+    if change.fill_id is not None:
+        for _, _, kind, payload in events:
+            fill_obj = payload.get("fill")
+            if kind == "fill" and isinstance(fill_obj, dict):
+                fill_obj["id"] = change.fill_id
+
+
+def _uuid_or_none(value: object) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(str(value))
 
 
 async def mark_published(conn: Connection, ids: Sequence[int], ts: int) -> None:
