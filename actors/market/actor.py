@@ -6,11 +6,15 @@ accounts receive quotes through their own **conflating** mailboxes, so a slow
 account never slows the feed or another account — it only sees fewer, newer quotes.
 Published events (``quotes:``, ``candles:``) are conflated per batch: one quote per
 symbol and one forming candle per symbol and timeframe, plus every closed candle.
+Routing to accounts is per batch too (one ``put`` per symbol and watcher): no task runs
+while a batch is applied, so a mailbox ends up exactly as per-tick puts would leave it,
+and the puts that would have been conflated are still counted (``statistics().conflated``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -26,13 +30,14 @@ from engine.mailbox import ConflatingMailbox, Mailbox
 from engine.store import Connection, DatabaseUnavailable, StoreError
 from protocol import Tick
 
-from .candles import CandleBook, CandleEvent
+from .candles import TIMEFRAMES, CandleBook, CandleEvent
 from .instruments import InstrumentMaster, chain_key
 from .messages import Quote, TickBatch
 
 LOG = logging.getLogger(__name__)
 
 MS_PER_S: Final = 1000
+_TIMEFRAME_COUNT: Final = len(TIMEFRAMES)
 CANDLE_BACKLOG_MAX: Final = 200_000  # closed candles kept for the writer while the DB is down
 INSERT_CANDLES_SQL: Final = """
 INSERT INTO candles (symbol, tf, ts, open, high, low, close, volume)
@@ -41,6 +46,32 @@ ON CONFLICT (symbol, tf, ts) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
     close = EXCLUDED.close, volume = EXCLUDED.volume
 """
+
+
+class _Latest:
+    # One symbol's state within a batch: its latest tick (with the quote fields earlier
+    # ticks of the batch carry, see _carry) and how many ticks it had.
+    __slots__ = ("count", "tick")
+
+    def __init__(self, tick: Tick) -> None:
+        self.tick = tick
+        self.count = 1
+
+
+def _carry(tick: Tick, seen: Tick) -> Tick:
+    # `tick` with the quote fields it leaves out taken from `seen`, an earlier tick of the
+    # same symbol in the same batch (what the per-tick quote fold would have kept).
+    return Tick(
+        tick.symbol,
+        tick.ltp,
+        tick.ts,
+        tick.bid if tick.bid is not None else seen.bid,
+        tick.ask if tick.ask is not None else seen.ask,
+        tick.bid_qty,
+        tick.ask_qty,
+        tick.volume if tick.volume is not None else seen.volume,
+        tick.oi if tick.oi is not None else seen.oi,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +142,7 @@ class MarketActor:
         self.batches = 0
         self.paused_ticks = 0
         self.candles_written = 0
+        self._batch_conflated = 0  # quotes replaced within a batch before routing
         metrics = engine.metrics
         self._m_ticks = metrics.counter("tickstream_ticks", "Ticks applied by source", ["source"])
         self._m_paused = metrics.counter(
@@ -200,7 +232,8 @@ class MarketActor:
             paused_ticks=self.paused_ticks,
             symbols=len(self._quotes),
             watchers=len(self._all_watches),
-            conflated=sum(w.mailbox.statistics().conflated for w in self._all_watches),
+            conflated=self._batch_conflated
+            + sum(w.mailbox.statistics().conflated for w in self._all_watches),
             inbox_depth=self._inbox.statistics().depth,
             candles_written=self.candles_written,
             candles_pending=len(self._closed),
@@ -239,80 +272,114 @@ class MarketActor:
             self.paused_ticks += len(batch.ticks)
             self._m_paused.inc(len(batch.ticks))
             return
-        latest: dict[str, Quote] = {}
-        forming: dict[tuple[str, str], CandleEvent] = {}
+        ticks = batch.ticks
+        books = self._books
+        # The batch's latest state per symbol, in first-occurrence order. No task runs
+        # while a batch is applied, so nobody can see a quote between two of its ticks:
+        # quotes are built, stored and routed once per symbol and batch (see _route).
+        last: dict[str, _Latest] = {}
+        # Candle events: while every tick of the batch is "regular" (one forming candle
+        # per timeframe, none closed, none late), the forming candles to publish are those
+        # of each symbol's last tick, in first-occurrence order; the first irregular tick
+        # switches to keying every forming candle by (symbol, timeframe). Both give the
+        # same events in the same order as keying them all.
+        regular: dict[str, list[CandleEvent]] = {}
+        forming: dict[tuple[str, str], CandleEvent] | None = None
         closed: list[CandleEvent] = []
-        for tick in batch.ticks:
-            quote = self._apply_tick(tick, batch.received_ms)
-            latest[tick.symbol] = quote
-            for event in self._book(tick.symbol).on_tick(tick.ts, tick.ltp, tick.volume):
+        for tick in ticks:
+            symbol = tick.symbol
+            latest = last.get(symbol)
+            if latest is None:
+                last[symbol] = _Latest(tick)
+            else:
+                latest.count += 1
+                if tick.bid is None or tick.ask is None or tick.volume is None or tick.oi is None:
+                    latest.tick = _carry(tick, latest.tick)
+                else:
+                    latest.tick = tick
+            book = books.get(symbol)
+            if book is None:
+                book = books[symbol] = CandleBook(symbol)
+            events = book.on_tick(tick.ts, tick.ltp, tick.volume)
+            if forming is None:
+                if len(events) == _TIMEFRAME_COUNT and not any(e.closed for e in events):
+                    regular[symbol] = events
+                    continue
+                forming = {(e.symbol, e.tf): e for evs in regular.values() for e in evs}
+            for event in events:
                 if event.closed:
                     closed.append(event)
                 else:
                     forming[(event.symbol, event.tf)] = event
-        self.ticks += len(batch.ticks)
+        quotes = self._route(last, batch.received_ms)
+        self.ticks += len(ticks)
         self.batches += 1
-        self._m_ticks.labels(batch.source).inc(len(batch.ticks))
+        self._m_ticks.labels(batch.source).inc(len(ticks))
         self._last_tick_ms = self._engine.clock()
         if closed:
             self._store_closed(closed)
-        await self._publish(latest, closed, forming)
+        await self._publish(
+            quotes,
+            closed,
+            forming.values()
+            if forming is not None
+            else itertools.chain.from_iterable(regular.values()),
+        )
 
-    def _apply_tick(self, tick: Tick, received_ms: int) -> Quote:
-        prev = self._quotes.get(tick.symbol)
-        # Fields a tick leaves out keep their last known value (a trade-only tick
-        # does not erase the book).
-        if prev is not None:
-            quote = Quote(
-                tick.symbol,
-                tick.ltp,
-                tick.bid if tick.bid is not None else prev.bid,
-                tick.ask if tick.ask is not None else prev.ask,
-                tick.volume if tick.volume is not None else prev.volume,
-                tick.oi if tick.oi is not None else prev.oi,
-                tick.ts,
-                received_ms,
-            )
-        else:
-            quote = Quote(
-                tick.symbol,
-                tick.ltp,
-                tick.bid,
-                tick.ask,
-                tick.volume,
-                tick.oi,
-                tick.ts,
-                received_ms,
-            )
-        self._quotes[tick.symbol] = quote
-        chain = self._chain_of(tick.symbol)
-        if chain is not None:
-            chain[tick.symbol] = quote
-        for w in self._watchers.get(tick.symbol, ()):
-            w.mailbox.put(tick.symbol, quote)
-        return quote
+    def _route(self, last: dict[str, _Latest], received_ms: int) -> dict[str, Quote]:
+        # One quote per symbol of the batch: stored, put in its chain, routed to watchers.
+        # A watcher's mailbox then holds exactly what per-tick puts would have left in it
+        # (same keys in the same order, latest values); the puts per-tick routing would
+        # have conflated are counted here, so statistics().conflated is unchanged.
+        quotes = self._quotes
+        watchers = self._watchers
+        routed: dict[str, Quote] = {}
+        for symbol, latest in last.items():
+            tick = latest.tick
+            prev = quotes.get(symbol)
+            # Fields a tick leaves out keep their last known value (a trade-only tick
+            # does not erase the book).
+            if prev is not None:
+                quote = Quote(
+                    symbol,
+                    tick.ltp,
+                    tick.bid if tick.bid is not None else prev.bid,
+                    tick.ask if tick.ask is not None else prev.ask,
+                    tick.volume if tick.volume is not None else prev.volume,
+                    tick.oi if tick.oi is not None else prev.oi,
+                    tick.ts,
+                    received_ms,
+                )
+            else:
+                quote = Quote(
+                    symbol, tick.ltp, tick.bid, tick.ask, tick.volume, tick.oi, tick.ts, received_ms
+                )
+            quotes[symbol] = routed[symbol] = quote
+            chain = self._chain_of(symbol)
+            if chain is not None:
+                chain[symbol] = quote
+            routes = watchers.get(symbol)
+            if routes:
+                for w in routes:
+                    w.mailbox.put(symbol, quote)
+                self._batch_conflated += (latest.count - 1) * len(routes)
+        return routed
 
     def _chain_of(self, symbol: str) -> dict[str, Quote] | None:
         inst = self.master.get(symbol)
         key = chain_key(inst) if inst is not None else None
         return self._chains[key] if key is not None else None
 
-    def _book(self, symbol: str) -> CandleBook:
-        book = self._books.get(symbol)
-        if book is None:
-            book = self._books[symbol] = CandleBook(symbol)
-        return book
-
     async def _publish(
         self,
         latest: dict[str, Quote],
         closed: list[CandleEvent],
-        forming: dict[tuple[str, str], CandleEvent],
+        forming: Iterable[CandleEvent],
     ) -> None:
         bus = self._engine.bus
         for symbol, quote in latest.items():
             await bus.publish(f"quotes:{symbol}", protocol.dumps(quote.to_wire()))
-        for event in (*closed, *forming.values()):
+        for event in (*closed, *forming):
             await bus.publish(f"candles:{event.symbol}:{event.tf}", protocol.dumps(event.to_wire()))
 
     # ------------------------------------------------------------------ candles → PostgreSQL
@@ -373,7 +440,7 @@ class MarketActor:
                 closed.extend(book.close_due(now))
             if closed:
                 self._store_closed(closed)
-                await self._publish({}, closed, {})
+                await self._publish({}, closed, ())
             health = self.health()
             if health.lag_ms is not None:
                 self._m_lag.set(health.lag_ms / MS_PER_S)

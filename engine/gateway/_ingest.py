@@ -84,6 +84,19 @@ class Ingestor:
         Raises:
             ProtocolError: ``validation_failed`` when ``raw`` is not a list or too long.
         """
+        batch, errors = self.validate(raw, source)
+        if batch is not None:
+            await self.submit(batch)
+        return (0 if batch is None else len(batch.ticks)), errors
+
+    def validate(
+        self, raw: object, source: str
+    ) -> tuple[TickBatch | None, list[dict[str, object]]]:
+        """Validate ``raw`` (wire ticks); return the batch of valid ones (None if none) and errors.
+
+        Raises:
+            ProtocolError: ``validation_failed`` when ``raw`` is not a list or too long.
+        """
         engine = self._engine
         now = engine.clock()
         cfg = engine.config.market
@@ -98,9 +111,12 @@ class Ingestor:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, str(exc)) from None
         for err in errors:
             self._invalid.labels(source, err.reason).inc()
-        if ticks:
-            await self._actors.market.submit(TickBatch(tuple(ticks), source, now))
-        return len(ticks), [e.to_wire() for e in errors]
+        batch = TickBatch(tuple(ticks), source, now) if ticks else None
+        return batch, [e.to_wire() for e in errors]
+
+    async def submit(self, batch: TickBatch) -> None:
+        """Hand a validated batch to the market actor, waiting while its inbox is full."""
+        await self._actors.market.submit(batch)
 
     async def upsert_instruments(self, raw: list[Any]) -> int:
         """Validate every instrument (all or nothing), persist and apply them.
@@ -176,7 +192,15 @@ def ingest_blueprint(engine: Engine, actors: Actors) -> Blueprint:
             op = frame.get("op")
             try:
                 if op == "ticks":
-                    accepted, errors = await ingestor.ingest(_body_list(frame, "ticks"), "ws")
+                    batch, errors = ingestor.validate(_body_list(frame, "ticks"), "ws")
+                    # NOTE: drop the decoded frame (thousands of dicts) before waiting on
+                    # the market actor's inbox: kept across that wait, it is carried into
+                    # the older GC generations and rescanned by every collection there.
+                    del frame
+                    accepted = 0
+                    if batch is not None:
+                        accepted = len(batch.ticks)
+                        await ingestor.submit(batch)
                     if errors:
                         await session.send_error(
                             frame_id,

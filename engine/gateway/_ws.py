@@ -210,4 +210,8 @@ class WsSession:
             await self._auth_frame(frame)
             return
         assert self.principal is not None  # noqa: S101 - authenticated before dispatch
-        await handle(frame, self.principal)
+        # NOTE: the handler may wait (backpressure) after it is done with the frame; not
+        # holding it here lets the handler release a large frame before that wait.
+        handling = handle(frame, self.principal)
+        del frame
+        await handling
