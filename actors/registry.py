@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .account.supervisor import Accounts
 from .market.actor import MarketActor
+from .strategy.actor import StrategyActor
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,3 +15,4 @@ class Actors:
 
     market: MarketActor
     accounts: Accounts
+    strategies: StrategyActor

@@ -7,7 +7,9 @@ The supervision tree::
      ├─ bus        in-process or Redis
      ├─ ratelimit  shared token buckets (only with Redis)
      ├─ market     market actor (quotes, candles, chains)
+     ├─ chains     option-chain snapshots (IV, Greeks, max pain, PCR) onto chain:, throttled
      ├─ accounts   account supervisor: one actor per account, quarantine past its budget
+     ├─ strategies strategy actor: legs, live M2M and Greeks onto account:<id>:strategies
      ├─ feeds      feed supervisor (one_for_one, 5 / 60 s): simulator, redis stream, replay
      └─ gateway    hypercorn + quart-trio (HTTP, /ws/v1/*)
 """
@@ -26,8 +28,10 @@ from actors.feed.redis_stream import RedisStreamFeed
 from actors.feed.replay import ReplayFeed
 from actors.feed.simulator import MarketSimulator, SimulatorFeed
 from actors.market.actor import MarketActor
+from actors.market.chain import ChainPublisher
 from actors.market.instruments import InstrumentMaster
 from actors.registry import Actors
+from actors.strategy.actor import StrategyActor
 
 from .bus import Bus, InProcessBus, RedisBus
 from .calendar import load_calendar
@@ -152,7 +156,9 @@ def build_runtime(config: Config, dsn: str, clock: WallClock = system_clock_ms) 
     calendar = load_calendar(Path(config.market.calendar_dir))
     market = MarketActor(engine, InstrumentMaster(store), calendar)
     accounts = Accounts(engine, market)
-    actors = Actors(market=market, accounts=accounts)
+    strategies = StrategyActor(engine, market)
+    chains = ChainPublisher(engine, market)
+    actors = Actors(market=market, accounts=accounts, strategies=strategies)
     gateway = Gateway(engine, actors)
     feeds = Supervisor(
         "feeds",
@@ -173,7 +179,9 @@ def build_runtime(config: Config, dsn: str, clock: WallClock = system_clock_ms) 
                 else []
             ),
             ChildSpec("market", market.run, restart=Restart.PERMANENT),
+            ChildSpec("chains", chains.run, restart=Restart.PERMANENT),
             ChildSpec("accounts", accounts.run, restart=Restart.PERMANENT, shutdown=10.0),
+            ChildSpec("strategies", strategies.run, restart=Restart.PERMANENT, shutdown=5.0),
             feeds.as_child(),
             ChildSpec(
                 "gateway",

@@ -20,10 +20,13 @@ from protocol import ErrorCode, ProtocolError
 
 from ..context import Engine
 from ._accounts import accounts_blueprint
+from ._analytics import analytics_blueprint
 from ._health import health_blueprint
 from ._ingest import ingest_blueprint
+from ._live import live_blueprint
 from ._market import market_blueprint
 from ._responses import OrjsonProvider, error, error_response
+from ._strategies import strategies_blueprint
 
 LOG = logging.getLogger(__name__)
 ACCESS_LOG = logging.getLogger("tickstream.access")
@@ -82,6 +85,9 @@ def create_app(engine: Engine, actors: Actors | None = None) -> QuartTrio:
         app.register_blueprint(ingest_blueprint(engine, actors))
         app.register_blueprint(market_blueprint(engine, actors))
         app.register_blueprint(accounts_blueprint(engine, actors))
+        app.register_blueprint(analytics_blueprint(engine, actors.market.calendar))
+        app.register_blueprint(live_blueprint(engine, actors))
+        app.register_blueprint(strategies_blueprint(engine, actors, actors.strategies))
     metrics = engine.metrics
 
     @app.before_request
