@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -125,6 +125,7 @@ class Bus(Protocol):
 
     async def run(self, *, task_status: trio.TaskStatus[Bus] = ...) -> None: ...
     async def publish(self, channel: str, data: bytes) -> None: ...
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None: ...
     def subscribe(self, pattern: str) -> Subscription: ...
     def unsubscribe(self, subscription: Subscription) -> None: ...
     async def ping(self) -> bool: ...
@@ -177,6 +178,14 @@ class InProcessBus:
         """Deliver ``data`` to every matching subscription, never blocking on one."""
         self._fanout.published += 1
         self._fanout.dispatch(channel, data)
+        await trio.lowlevel.checkpoint()
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Deliver each ``(channel, data)`` in order, with one checkpoint for them all."""
+        fanout = self._fanout
+        for channel, data in messages:
+            fanout.dispatch(channel, data)
+        fanout.published += len(messages)
         await trio.lowlevel.checkpoint()
 
     def subscribe(self, pattern: str) -> Subscription:
@@ -315,6 +324,32 @@ class RedisBus:
     @staticmethod
     async def _publish(client: aioredis.Redis, channel: str, data: bytes) -> None:
         await client.publish(channel, data)
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish each ``(channel, data)`` in order, in one pipelined round trip.
+
+        Raises:
+            BusUnavailable: Redis is unreachable; some messages may not have been published.
+        """
+        client = self._client
+        if client is None:
+            raise BusUnavailable("not connected")
+        if not messages:
+            await trio.lowlevel.checkpoint()
+            return
+        prefixed = [(self.PREFIX + channel, data) for channel, data in messages]
+        try:
+            await trio_asyncio.aio_as_trio(self._publish_many)(client, prefixed)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise BusUnavailable(type(exc).__name__) from None
+        self._fanout.published += len(messages)
+
+    @staticmethod
+    async def _publish_many(client: aioredis.Redis, messages: list[tuple[str, bytes]]) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for channel, data in messages:
+                pipe.publish(channel, data)
+            await pipe.execute()
 
     def subscribe(self, pattern: str) -> Subscription:
         """Subscribe to a channel, or to a prefix with a trailing ``*``."""

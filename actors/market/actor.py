@@ -376,11 +376,13 @@ class MarketActor:
         closed: list[CandleEvent],
         forming: Iterable[CandleEvent],
     ) -> None:
-        bus = self._engine.bus
-        for symbol, quote in latest.items():
-            await bus.publish(f"quotes:{symbol}", protocol.dumps(quote.to_wire()))
-        for event in (*closed, *forming):
-            await bus.publish(f"candles:{event.symbol}:{event.tf}", protocol.dumps(event.to_wire()))
+        # One call per batch: one checkpoint in-process, one round trip to Redis.
+        dumps = protocol.dumps
+        messages = [(f"quotes:{s}", dumps(q.to_wire())) for s, q in latest.items()]
+        messages += [
+            (f"candles:{e.symbol}:{e.tf}", dumps(e.to_wire())) for e in (*closed, *forming)
+        ]
+        await self._engine.bus.publish_many(messages)
 
     # ------------------------------------------------------------------ candles → PostgreSQL
 

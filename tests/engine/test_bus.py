@@ -39,6 +39,16 @@ async def test_in_process_bus_delivers_to_matching_subscribers_only() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_publish_many_delivers_in_order_and_counts_each_message() -> None:
+    """A batch publish is the same as publishing each message in turn."""
+    bus = InProcessBus()
+    quotes = bus.subscribe("quotes:*")
+    await bus.publish_many([("quotes:A", b"1"), ("candles:A:1m", b"2"), ("quotes:B", b"3")])
+    await bus.publish_many([])
+    assert [(await quotes.receive()).data for _ in range(2)] == [b"1", b"3"]
+    assert bus.statistics().published == 3
+
+
 async def test_slow_subscriber_drops_its_oldest_messages_and_counts_them() -> None:
     """A full subscription buffer never blocks the publisher; drops are counted."""
     sub = Subscription("x", capacity=3)
@@ -86,8 +96,12 @@ async def test_redis_bus_carries_messages_between_two_nodes(
                 b'{"seq":1}',
                 b'{"seq":2}',
             )
+            # A pipelined batch arrives whole and in order.
+            await node1.publish_many([("account:T1:orders", b"%d" % i) for i in range(3, 8)])
+            await node1.publish_many([])
+            assert [(await sub.receive()).data for _ in range(5)] == [b"3", b"4", b"5", b"6", b"7"]
             assert await node1.ping() and await node2.ping()
-            assert node1.statistics().published == 2
+            assert node1.statistics().published == 7
             assert node2.statistics().delivered >= 2
             nursery.cancel_scope.cancel()
 
