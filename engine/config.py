@@ -131,7 +131,7 @@ class MarketConfig(BaseModel):
     """The market actor."""
 
     model_config = _Model
-    inbox_capacity: int = Field(default=256, ge=1, le=100_000)
+    inbox_capacity: int = Field(default=4, ge=1, le=100_000)
     stale_after: PositiveFloat = 15.0
     watchdog_interval: PositiveFloat = 1.0
     candle_flush_interval: PositiveFloat = 1.0

@@ -24,6 +24,7 @@ from actors.market.messages import Quote
 from engine.context import system_clock_ms
 from engine.gateway._ingest import Ingestor
 from engine.mailbox import ConflatingMailbox
+from engine.main import settle_heap
 from engine.metrics import Metrics
 from engine.runtime import Runtime
 from protocol import parse_ticks
@@ -34,7 +35,6 @@ ACCOUNTS: Final = 1000
 SYMBOLS_PER_ACCOUNT: Final = 5
 FLOW_TIMEOUT: Final = 120.0  # seconds for ticks to start flowing, or the inbox to drain
 MIB: Final = 1024 * 1024
-GC_THRESHOLD0: Final = 10_000  # allocations between young collections with --gc freeze
 POLL: Final = 0.01  # seconds between looks at the actor's counters
 
 
@@ -227,20 +227,18 @@ def validation_baseline(frames: Frames, repeats: int, gc_clock: GcClock) -> Phas
 def tune_gc(mode: str) -> None:
     """Apply a garbage-collector setting to this (the engine's) process, after start-up.
 
-    ``default`` leaves CPython's settings, as ``tickstream serve`` runs today. ``freeze``
-    moves everything allocated during start-up (modules, engine, accounts) out of the
-    collector's reach (``gc.freeze()``) and collects the youngest generation every
-    ``GC_THRESHOLD0`` allocations instead of 700. ``off`` disables it (an upper bound only).
+    ``serve`` is what ``tickstream serve`` does once up (:func:`engine.main.settle_heap`:
+    start-up objects frozen, a young-generation threshold of
+    :data:`engine.main.GC_GEN0_THRESHOLD`); ``cpython`` leaves CPython's defaults (the
+    baseline); ``off`` disables the collector (an upper bound only).
     """
-    if mode == "default":
+    if mode == "cpython":
         return
-    gc.collect()
     if mode == "off":
+        gc.collect()
         gc.disable()
         return
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD0, gen1, gen2)
+    settle_heap()
 
 
 def ingestor_for(runtime: Runtime) -> Ingestor:

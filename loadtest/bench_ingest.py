@@ -11,8 +11,8 @@ This process is the engine: it creates a throw-away database, builds the runtime
 by its own task, which records ``now - quote.received_ms`` (ingest → account latency).
 A separate publisher process (``loadtest.ingest_publisher``) pre-encodes simulator frames
 of ``--frame-ticks`` ticks and pushes them over the real WebSocket as fast as the acks come
-back, ``--window`` frames in flight. The market inbox holds ``--inbox`` batches (4, not the
-configured 256: an ack only means "queued", so a deep inbox just adds queueing latency).
+back, ``--window`` frames in flight. The market inbox holds ``--inbox`` batches (4, the
+shipped default: an ack only means "queued", so a deep inbox just adds queueing latency).
 
 Measured in the same run, one after the other (the publisher has generated its frames):
 
@@ -25,10 +25,10 @@ Measured in the same run, one after the other (the publisher has generated its f
 
 Throughput is what the market actor applied (``statistics().ticks``) over the window, after a
 warm-up; the CPU time of this process per tick is given too, as it moves less than wall time
-on a shared machine. ``--gc`` sets the collector of this process (``default`` = as
-``tickstream serve`` runs). A table goes to stdout, a JSON record to
-loadtest/results/bench_ingest.json; the exit status is 1 when the websocket figure misses
-the target.
+on a shared machine. ``--gc`` sets the collector of this process (``serve`` = as
+``tickstream serve`` runs, ``cpython`` = CPython's defaults). A table goes to stdout, a
+JSON record to loadtest/results/bench_ingest.json; the exit status is 1 when the websocket
+figure misses the target.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ ADMIN_DSN: Final = os.environ.get(
     "TICKSTREAM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 TARGET_TICKS_PER_S: Final = 100_000
-# Tick batches the market actor may have queued. Small on purpose: acks are sent once a
-# batch is queued, so a deep inbox only turns publisher speed into queueing latency.
+# Tick batches the market actor may have queued: the shipped default (config/default.toml),
+# small on purpose: acks are sent once a batch is queued, so a deep inbox only turns
+# publisher speed into queueing latency.
 INBOX_CAPACITY: Final = 4
 SEED: Final = 7
 GENERATE_TIMEOUT: Final = 300.0  # seconds for the publisher to pre-generate its frames
@@ -413,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pregen", type=int, default=2_000_000)
     p.add_argument(
         "--gc",
-        choices=["default", "freeze", "off"],
-        default="default",
+        choices=["serve", "cpython", "off"],
+        default="serve",
         help="garbage-collector setting of the engine process (see tune_gc)",
     )
     p.add_argument("--output", type=Path, default=RESULT_PATH)
