@@ -41,6 +41,7 @@ from protocol import ErrorCode, ProtocolError, parse_symbol
 
 from ..auth import Scope
 from ..context import Engine
+from ._analytics import FuturesOut, IndicatorOut
 from ._auth import require
 from ._responses import json_response
 
@@ -108,30 +109,6 @@ class ChainOut(BaseModel):
     pcr_oi: float | None
     pcr_volume: float | None
     rows: list[ChainRowOut]
-
-
-class FuturesContractOut(BaseModel):
-    """One futures contract."""
-
-    expiry: str
-    days_to_expiry: int
-    basis: str
-    basis_pct: float | None
-    annualized_carry_pct: float | None
-    buildup: str | None
-
-
-class FuturesOut(BaseModel):
-    """Futures analysis, contracts nearest expiry first."""
-
-    contracts: list[FuturesContractOut]
-    rollover_pct: float | None
-
-
-class IndicatorOut(BaseModel):
-    """One value per candle, or one list per output."""
-
-    values: list[float | None] | dict[str, list[float | None]]
 
 
 def _name(value: str, what: str) -> str:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
-import orjson
 import pytest
 
 from tests.kit.db import temporary_database
-from tests.kit.server import ServerProcess, reachable_tempdir, start_server
+from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server, wait_for
 from tests.kit.tokens import E2E_SECRET, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -56,42 +52,11 @@ def server() -> Iterator[ServerProcess]:
             srv.stop(signal.SIGTERM)
 
 
-def call(
-    server: ServerProcess,
-    method: str,
-    path: str,
-    body: object | None = None,
-    tok: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, object]]:
-    """One HTTP call; returns (status, JSON body)."""
-    h = {"Content-Type": "application/json", **(headers or {})}
-    if tok is not None:
-        h["Authorization"] = f"Bearer {tok}"
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(server.base + path, data=data, headers=h, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=15) as resp:
-            return resp.status, orjson.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
-
-
 def tick(server: ServerProcess, symbol: str, ltp: str, **extra: str) -> None:
     """Push one tick through the HTTP ingest endpoint."""
     body = {"ticks": [{"symbol": symbol, "ltp": ltp, "ts": int(time.time() * 1000), **extra}]}
     status, _ = call(server, "POST", "/v1/ingest/ticks", body, token("feed:publish"))
     assert status == 200
-
-
-def wait_for(predicate: object, budget: float = 10.0) -> None:
-    """Poll until ``predicate()`` is true."""
-    deadline = time.monotonic() + budget
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_market_orders_fill_at_the_quote_and_positions_follow_ticks(server: ServerProcess) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.e2e.test_accounts import ADMIN, INSTRUMENTS, call, tick
+from tests.e2e.test_accounts import ADMIN, INSTRUMENTS, tick
 from tests.kit.db import temporary_database
-from tests.kit.server import reachable_tempdir, start_server
+from tests.kit.server import call, reachable_tempdir, start_server
 from tests.kit.tokens import E2E_SECRET, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]

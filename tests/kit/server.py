@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -11,11 +12,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+import orjson
 
 START_BUDGET: Final = 60.0  # seconds for a server to answer /health
 STOP_BUDGET: Final = 30.0  # seconds for a graceful stop
@@ -115,3 +118,34 @@ def start_server(
             cwd=workdir,
         )
     return ServerProcess(proc, port, log)
+
+
+def call(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    body: object | None = None,
+    tok: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One HTTP call with a JSON body; returns (status, decoded JSON body)."""
+    h = {"Content-Type": "application/json", **(headers or {})}
+    if tok is not None:
+        h["Authorization"] = f"Bearer {tok}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(server.base + path, data=data, headers=h, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 (loopback)
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+def wait_for(predicate: Callable[[], object], budget: float = 10.0) -> None:
+    """Poll until ``predicate()`` is true (or fail after ``budget`` seconds)."""
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
