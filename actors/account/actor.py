@@ -48,7 +48,7 @@ LOG = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY: Final = 10_000  # fills between snapshots
 VIEW_THROTTLE: Final = 0.25  # seconds between positions/pnl publications
-OUTBOX_FLUSH: Final = 0.2  # seconds between looks at published outbox rows left unmarked
+OUTBOX_RETRY: Final = 0.2  # seconds before marking published outbox rows again after a failure
 # Published outbox rows are marked by the account's next ledger write (same statement, no
 # round trip of its own); the marker task writes them alone only after this long.
 OUTBOX_MARK_AFTER: Final = 1.0  # seconds
@@ -96,6 +96,8 @@ class AccountActor:
         self._published: list[int] = []  # outbox ids published, not yet marked
         self._published_since = 0.0  # trio time the oldest of them was published
         self._marks_failing = False
+        # Set when published outbox rows wait to be marked, or a snapshot is due.
+        self._housekeeping = trio.Event()
         metrics = engine.metrics
         self._m_orders = metrics.orders
 
@@ -139,6 +141,8 @@ class AccountActor:
         self._portfolio = Portfolio.rebuild(fills, snapshot=loaded.snapshot)
         self._last_fill_id = loaded.fills[-1]["id"] if loaded.fills else loaded.snapshot_fill_id
         self._fills_since_snapshot = len(fills)
+        if self._fills_since_snapshot >= SNAPSHOT_EVERY:
+            self._housekeeping.set()
         self._open = {str(r["id"]): _Order(dict(r)) for r in loaded.open_orders}
         self._seq = loaded.last_seq
         for symbol in self._symbols():
@@ -455,6 +459,8 @@ class AccountActor:
         if change.fill_id is not None:
             self._last_fill_id = change.fill_id
         self._fills_since_snapshot += 1
+        if self._fills_since_snapshot >= SNAPSHOT_EVERY:
+            self._housekeeping.set()
         self._rewatch()
         self._dirty_views.set()
 
@@ -473,32 +479,45 @@ class AccountActor:
     def _remember_published(self, outbox_id: int) -> None:
         if not self._published:
             self._published_since = trio.current_time()
+            self._housekeeping.set()
         self._published.append(outbox_id)
 
     async def _outbox_marker(self) -> None:
+        # Event-driven: an idle account costs nothing (no periodic wake-up per account).
         while True:
-            await trio.sleep(OUTBOX_FLUSH)
-            due = trio.current_time() - self._published_since >= OUTBOX_MARK_AFTER
-            if self._published and due:
-                ids, self._published = self._published, []
-
-                async def unit(conn: Connection, ids: list[int] = ids) -> None:
-                    await ledger.mark_published(conn, ids, self._engine.clock())
-
-                try:
-                    await self._engine.store.run_unit(unit, transaction=False)
-                except DatabaseUnavailable:
-                    # Transient (pool exhausted, server away): keep them and retry; a
-                    # restart would only republish them. A failing statement still crashes.
-                    self._published = ids + self._published
-                    if not self._marks_failing:
-                        LOG.warning("account %s: outbox marking deferred", self._handle.id)
-                    self._marks_failing = True
-                else:
-                    self._marks_failing = False
+            await self._housekeeping.wait()
+            self._housekeeping = trio.Event()
+            if self._published:
+                await trio.sleep_until(self._published_since + OUTBOX_MARK_AFTER)
+                # The next write may have marked them meanwhile, and new ones come with
+                # their own wake-up; mark only what has waited its full delay.
+                if self._published and (
+                    trio.current_time() - self._published_since >= OUTBOX_MARK_AFTER
+                ):
+                    await self._mark_published()
             if self._fills_since_snapshot >= SNAPSHOT_EVERY:
                 async with self._lock:
                     await self.snapshot()
+
+    async def _mark_published(self) -> None:
+        ids, self._published = self._published, []
+
+        async def unit(conn: Connection) -> None:
+            await ledger.mark_published(conn, ids, self._engine.clock())
+
+        try:
+            await self._engine.store.run_unit(unit, transaction=False)
+        except DatabaseUnavailable:
+            # Transient (pool exhausted, server away): keep them and retry; a restart
+            # would only republish them. A failing statement still crashes the actor.
+            self._published = ids + self._published
+            if not self._marks_failing:
+                LOG.warning("account %s: outbox marking deferred", self._handle.id)
+            self._marks_failing = True
+            await trio.sleep(OUTBOX_RETRY)
+            self._housekeeping.set()
+        else:
+            self._marks_failing = False
 
     async def _view_publisher(self) -> None:
         aid = self._handle.id

@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio_asyncio
 
+from actors.account import actor as account_actor
 from actors.account.actor import AccountActor
 from actors.account.messages import (
     CancelOrder,
@@ -278,3 +279,42 @@ async def test_cancel_unknown_and_closed_orders(world: World) -> None:
     with pytest.raises(ProtocolError) as info:
         await world.send("ACC1", CancelOrder(filled["id"]))  # type: ignore[index]
     assert info.value.code == "conflict"
+
+
+def _unmarked(world: World, account: str) -> int:
+    rows = world.sql(
+        "SELECT count(*) FROM outbox WHERE account_id = %s AND published_ts IS NULL", account
+    )
+    return int(rows[0][0])  # type: ignore[call-overload]
+
+
+async def test_published_outbox_rows_are_marked_by_the_next_write_or_when_quiet(
+    world: World,
+) -> None:
+    """Rows published after a write are marked by the account's next write, or ~1 s later."""
+    await world.tick("SBIN", "800", bid=Decimal("799.95"), ask=Decimal("800.05"))
+    await world.send("ACC1", order("buy", 1))
+    first = _unmarked(world, "ACC1")  # a filled market order: one change, several events
+    assert first >= 2
+    await world.send("ACC1", order("sell", 1))
+    total = world.sql("SELECT count(*) FROM outbox WHERE account_id = 'ACC1'")[0][0]
+    # The second write marked the first one's rows in the same statement, not its own.
+    assert _unmarked(world, "ACC1") == total - first > 0  # type: ignore[operator]
+    # Then the account goes quiet: the marker marks the rest after OUTBOX_MARK_AFTER.
+    with trio.fail_after(5):
+        while _unmarked(world, "ACC1"):  # noqa: ASYNC110 - polling the database
+            await trio.sleep(0.05)
+
+
+async def test_a_snapshot_is_written_once_enough_fills_piled_up(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SNAPSHOT_EVERY fills the actor writes a snapshot without being asked."""
+    monkeypatch.setattr(account_actor, "SNAPSHOT_EVERY", 3)
+    await world.tick("SBIN", "800", bid=Decimal("799.95"), ask=Decimal("800.05"))
+    for _ in range(3):
+        await world.send("ACC2", order("buy", 1))
+    query = "SELECT count(*) FROM account_snapshots WHERE account_id = 'ACC2'"
+    with trio.fail_after(5):
+        while world.sql(query) != [(1,)]:  # noqa: ASYNC110 - polling the database
+            await trio.sleep(0.05)
