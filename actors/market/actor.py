@@ -14,7 +14,6 @@ and the puts that would have been conflated are still counted (``statistics().co
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -30,14 +29,13 @@ from engine.mailbox import ConflatingMailbox, Mailbox
 from engine.store import Connection, DatabaseUnavailable, StoreError
 from protocol import Tick
 
-from .candles import TIMEFRAMES, CandleBook, CandleEvent
+from .candles import CandleBook, CandleEvent
 from .instruments import InstrumentMaster, chain_key
 from .messages import Quote, TickBatch
 
 LOG = logging.getLogger(__name__)
 
 MS_PER_S: Final = 1000
-_TIMEFRAME_COUNT: Final = len(TIMEFRAMES)
 CANDLE_BACKLOG_MAX: Final = 200_000  # closed candles kept for the writer while the DB is down
 INSERT_CANDLES_SQL: Final = """
 INSERT INTO candles (symbol, tf, ts, open, high, low, close, volume)
@@ -278,13 +276,8 @@ class MarketActor:
         # while a batch is applied, so nobody can see a quote between two of its ticks:
         # quotes are built, stored and routed once per symbol and batch (see _route).
         last: dict[str, _Latest] = {}
-        # Candle events: while every tick of the batch is "regular" (one forming candle
-        # per timeframe, none closed, none late), the forming candles to publish are those
-        # of each symbol's last tick, in first-occurrence order; the first irregular tick
-        # switches to keying every forming candle by (symbol, timeframe). Both give the
-        # same events in the same order as keying them all.
-        regular: dict[str, list[CandleEvent]] = {}
-        forming: dict[tuple[str, str], CandleEvent] | None = None
+        # Candle events: every closed bar, then the forming bars of each symbol of the
+        # batch as the batch leaves them (snapshots once per symbol, not per tick).
         closed: list[CandleEvent] = []
         for tick in ticks:
             symbol = tick.symbol
@@ -300,17 +293,8 @@ class MarketActor:
             book = books.get(symbol)
             if book is None:
                 book = books[symbol] = CandleBook(symbol)
-            events = book.on_tick(tick.ts, tick.ltp, tick.volume)
-            if forming is None:
-                if len(events) == _TIMEFRAME_COUNT and not any(e.closed for e in events):
-                    regular[symbol] = events
-                    continue
-                forming = {(e.symbol, e.tf): e for evs in regular.values() for e in evs}
-            for event in events:
-                if event.closed:
-                    closed.append(event)
-                else:
-                    forming[(event.symbol, event.tf)] = event
+            if events := book.on_tick(tick.ts, tick.ltp, tick.volume, snapshots=False):
+                closed += events
         quotes = self._route(last, batch.received_ms)
         self.ticks += len(ticks)
         self.batches += 1
@@ -318,13 +302,8 @@ class MarketActor:
         self._last_tick_ms = self._engine.clock()
         if closed:
             self._store_closed(closed)
-        await self._publish(
-            quotes,
-            closed,
-            forming.values()
-            if forming is not None
-            else itertools.chain.from_iterable(regular.values()),
-        )
+        forming = [candle for symbol in last for candle in books[symbol].forming_all()]
+        await self._publish(quotes, closed, forming)
 
     def _route(self, last: dict[str, _Latest], received_ms: int) -> dict[str, Quote]:
         # One quote per symbol of the batch: stored, put in its chain, routed to watchers.

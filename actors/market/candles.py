@@ -289,18 +289,29 @@ class CandleBook:
         self._late = 0
         self._resets = 0
 
-    def on_tick(self, tick_ts_ms: int, price: Decimal, cum_volume: int | None) -> list[Candle]:
+    def on_tick(
+        self,
+        tick_ts_ms: int,
+        price: Decimal,
+        cum_volume: int | None,
+        *,
+        snapshots: bool = True,
+    ) -> list[Candle]:
         """Apply one tick to every timeframe and return the candles it produced.
 
         Args:
             tick_ts_ms: the tick's exchange time, epoch ms UTC.
             price: the traded price (ltp), kept exactly.
             cum_volume: the cumulative traded volume of the IST date, if the tick has it.
+            snapshots: also return the forming candles. A caller that applies a batch of
+                ticks and wants the forming state once at its end passes False and then
+                calls :meth:`forming_all` (most of the cost of a tick is the snapshots).
 
         Returns:
             Per timeframe, in :data:`TIMEFRAMES` order: the updated forming candle, or the
             closed previous candle followed by the new forming one; nothing for a
-            timeframe that dropped the tick as late.
+            timeframe that dropped the tick as late. Without ``snapshots``, only the
+            closed candles.
         """
         self._ticks += 1
         symbol = self.symbol
@@ -333,6 +344,8 @@ class CandleBook:
                 elif in_order:
                     s.ref = cum_volume
                     reset = True
+            if not snapshots:
+                continue
             events.append(
                 _candle(
                     symbol,
@@ -368,6 +381,11 @@ class CandleBook:
         """
         s = self._get(tf)
         return s.candle(self.symbol, closed=False) if s.forming else None
+
+    def forming_all(self) -> list[Candle]:
+        """Return snapshots of the forming bars of every timeframe that has one, in order."""
+        symbol = self.symbol
+        return [s.candle(symbol, closed=False) for s in self._series if s.forming]
 
     def last_closed(self, tf: Timeframe) -> Candle | None:
         """Return the newest closed bar of ``tf``, or None.

@@ -383,3 +383,44 @@ def test_candles_equal_a_naive_bucket_aggregation(
         assert got == _reference(tf, ticks), tf
         assert book.history(tf) == closed[tf]
     assert book.statistics().late == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=START_MS,
+    ticks=st.lists(
+        st.tuples(st.integers(-120_000, 20 * 60_000), PRICE, st.integers(0, 500)),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_batch_mode_gives_the_closed_bars_and_final_forming_state_of_tick_mode(
+    start: int, ticks: list[tuple[int, Decimal, int]]
+) -> None:
+    """on_tick(snapshots=False) + forming_all() == the per-tick snapshots, late ticks included.
+
+    The market actor applies a batch without snapshots and reads the forming bars once:
+    it must publish the same closed bars, and the forming bars the last snapshot of each
+    timeframe showed.
+    """
+    per_tick, batch = CandleBook("NIFTY"), CandleBook("NIFTY")
+    ts, volume = start, 0
+    closed_per_tick: list[Candle] = []
+    closed_batch: list[Candle] = []
+    last_forming: dict[str, Candle] = {}
+    for step, price, rise in ticks:
+        ts, volume = ts + step, volume + rise  # steps < 0 make late, out-of-order ticks
+        for candle in per_tick.on_tick(ts, price, volume):
+            if candle.closed:
+                closed_per_tick.append(candle)
+            else:
+                last_forming[candle.tf] = candle
+        closed_batch += batch.on_tick(ts, price, volume, snapshots=False)
+    assert closed_batch == closed_per_tick
+    assert all(c.closed for c in closed_batch)
+    forming = batch.forming_all()
+    assert [c.tf for c in forming] == [tf for tf in TIMEFRAMES if batch.forming(tf)]
+    assert forming == [per_tick.forming(c.tf) for c in forming]
+    # Without late ticks, those are exactly the last snapshots the per-tick mode returned.
+    if all(step >= 0 for step, _, _ in ticks):
+        assert forming == [last_forming[c.tf] for c in forming]
