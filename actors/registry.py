@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .account.supervisor import Accounts
+from .connection.hub import StreamHub
 from .market.actor import MarketActor
 from .strategy.actor import StrategyActor
 
@@ -16,3 +17,4 @@ class Actors:
     market: MarketActor
     accounts: Accounts
     strategies: StrategyActor
+    stream: StreamHub | None = None

@@ -168,6 +168,23 @@ class AccountsConfig(BaseModel):
     orders_burst_subject: int = Field(default=200, ge=1)
 
 
+class StreamConfig(BaseModel):
+    """``/ws/v1/stream``: per-connection queue, limits, heartbeat, resume."""
+
+    model_config = _Model
+    queue_capacity: int = Field(default=1024, ge=1, le=1_000_000)
+    send_timeout: PositiveFloat = 10.0
+    batch_max: int = Field(default=256, ge=1, le=100_000)
+    max_subscriptions: int = Field(default=200, ge=1, le=100_000)
+    frames_per_second: PositiveFloat = 50.0
+    frames_burst: int = Field(default=100, ge=1)
+    heartbeat_interval: PositiveFloat = 15.0
+    idle_timeout: PositiveFloat = 60.0
+    retention: int = Field(default=1024, ge=0, le=1_000_000)
+    replay_max: int = Field(default=10_000, ge=0, le=10_000_000)
+    drain_flush_timeout: PositiveFloat = 2.0
+
+
 class Config(BaseModel):
     """The whole engine configuration, frozen once loaded."""
 
@@ -181,6 +198,7 @@ class Config(BaseModel):
     market: MarketConfig = MarketConfig()
     feed: FeedConfig = FeedConfig()
     accounts: AccountsConfig = AccountsConfig()
+    stream: StreamConfig = StreamConfig()
 
 
 # Keys a TOML file may not carry: they are secrets and come from the environment only.

@@ -122,6 +122,45 @@ class Metrics:
         self.ws_malformed = Counter(
             "tickstream_ws_malformed_frames", "WebSocket frames that were not valid", registry=r
         )
+        self.stream_subscriptions = Gauge(
+            "tickstream_stream_subscriptions", "Open /ws/v1/stream subscriptions", registry=r
+        )
+        self.stream_subscribes = Counter(
+            "tickstream_stream_subscribes",
+            "Subscribe requests by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.stream_events = Counter(
+            "tickstream_stream_events",
+            "Events offered to stream connections (one per subscriber)",
+            registry=r,
+        )
+        self.stream_frames = Counter(
+            "tickstream_stream_frames", "WebSocket frames written to stream clients", registry=r
+        )
+        self.stream_messages = Counter(
+            "tickstream_stream_messages",
+            "Messages written to stream clients (a batched frame carries several)",
+            registry=r,
+        )
+        self.stream_conflated = Counter(
+            "tickstream_stream_conflated",
+            "Queued stream events replaced by a newer one before they were sent",
+            registry=r,
+        )
+        self.stream_replayed = Counter(
+            "tickstream_stream_replayed",
+            "Events replayed on resume, by source",
+            ["source"],
+            registry=r,
+        )
+        self.stream_send_latency = Histogram(
+            "tickstream_stream_send_seconds",
+            "Time to write one frame to a stream client",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.redis_reconnects = Gauge(
             "tickstream_redis_reconnects",
             "Times the Redis bus reader reconnected",

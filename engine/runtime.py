@@ -10,6 +10,7 @@ The supervision tree::
      ├─ chains     option-chain snapshots (IV, Greeks, max pain, PCR) onto chain:, throttled
      ├─ accounts   account supervisor: one actor per account, quarantine past its budget
      ├─ strategies strategy actor: legs, live M2M and Greeks onto account:<id>:strategies
+     ├─ stream     stream hub: bus events → one prepared frame → every subscriber's outbox
      ├─ feeds      feed supervisor (one_for_one, 5 / 60 s): simulator, redis stream, replay
      └─ gateway    hypercorn + quart-trio (HTTP, /ws/v1/*)
 """
@@ -24,6 +25,7 @@ from typing import Final
 import trio
 
 from actors.account.supervisor import Accounts
+from actors.connection.hub import StreamHub
 from actors.feed.redis_stream import RedisStreamFeed
 from actors.feed.replay import ReplayFeed
 from actors.feed.simulator import MarketSimulator, SimulatorFeed
@@ -158,7 +160,8 @@ def build_runtime(config: Config, dsn: str, clock: WallClock = system_clock_ms) 
     accounts = Accounts(engine, market)
     strategies = StrategyActor(engine, market)
     chains = ChainPublisher(engine, market)
-    actors = Actors(market=market, accounts=accounts, strategies=strategies)
+    hub = StreamHub(engine, market, accounts, strategies)
+    actors = Actors(market=market, accounts=accounts, strategies=strategies, stream=hub)
     gateway = Gateway(engine, actors)
     feeds = Supervisor(
         "feeds",
@@ -182,6 +185,7 @@ def build_runtime(config: Config, dsn: str, clock: WallClock = system_clock_ms) 
             ChildSpec("chains", chains.run, restart=Restart.PERMANENT),
             ChildSpec("accounts", accounts.run, restart=Restart.PERMANENT, shutdown=10.0),
             ChildSpec("strategies", strategies.run, restart=Restart.PERMANENT, shutdown=5.0),
+            ChildSpec("stream", hub.run, restart=Restart.PERMANENT),
             feeds.as_child(),
             ChildSpec(
                 "gateway",

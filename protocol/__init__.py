@@ -3,6 +3,12 @@
 Pure: imports nothing from ``engine`` or ``actors`` and does no I/O.
 """
 
+from ._channels import Channel as Channel
+from ._channels import ChannelError as ChannelError
+from ._channels import ChannelKind as ChannelKind
+from ._channels import StreamRequest as StreamRequest
+from ._channels import parse_channel as parse_channel
+from ._channels import parse_stream_frame as parse_stream_frame
 from ._decimal import DecimalFormatError as DecimalFormatError
 from ._decimal import parse_count as parse_count
 from ._decimal import parse_decimal as parse_decimal

@@ -27,6 +27,7 @@ from ._live import live_blueprint
 from ._market import market_blueprint
 from ._responses import OrjsonProvider, error, error_response
 from ._strategies import strategies_blueprint
+from ._stream import stream_blueprint
 
 LOG = logging.getLogger(__name__)
 ACCESS_LOG = logging.getLogger("tickstream.access")
@@ -88,6 +89,8 @@ def create_app(engine: Engine, actors: Actors | None = None) -> QuartTrio:
         app.register_blueprint(analytics_blueprint(engine, actors.market.calendar))
         app.register_blueprint(live_blueprint(engine, actors))
         app.register_blueprint(strategies_blueprint(engine, actors, actors.strategies))
+        if actors.stream is not None:
+            app.register_blueprint(stream_blueprint(engine, actors.stream))
     metrics = engine.metrics
 
     @app.before_request

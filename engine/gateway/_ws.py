@@ -46,6 +46,7 @@ class CloseCode:
 
 
 Handler = Callable[[dict[str, Any], Principal], Awaitable[None]]
+Task = Callable[[], Awaitable[None]]
 
 
 class _Closed(Exception):
@@ -68,6 +69,9 @@ class WsSession:
         self._send_lock = trio.Lock()
         self._cancel = trio.CancelScope()
         self._close: tuple[int, str] | None = None
+        self._on_auth: Callable[[Principal], Awaitable[None]] | None = None
+        self._on_frame: Callable[[], bool] | None = None
+        self._flush: Task | None = None
         self.remote = ws.remote_addr
 
     async def open(self) -> Response | None:
@@ -114,12 +118,29 @@ class WsSession:
             raise _Closed(CloseCode.POLICY, "too many malformed frames")
         await self.send_error(frame_id, ErrorCode.VALIDATION_FAILED, message)
 
-    async def serve(self, handle: Handler) -> None:
+    async def serve(
+        self,
+        handle: Handler,
+        *,
+        tasks: tuple[Task, ...] = (),
+        on_frame: Callable[[], bool] | None = None,
+        on_auth: Callable[[Principal], Awaitable[None]] | None = None,
+        flush: Task | None = None,
+    ) -> None:
         """Accept, authenticate, then pass every frame to ``handle`` until the socket ends.
 
         The reader, the drain watcher and the expiry watcher run in one nursery;
         whichever ends the session first records the close code and cancels the rest.
+
+        Args:
+            tasks: run beside the reader once the client is authenticated (e.g. a sender).
+            on_frame: called for every frame received after authentication, before it is
+                decoded; returning False drops it (the callee has ended the session).
+            on_auth: awaited after a later ``auth`` frame changed the principal.
+            flush: awaited when the engine drains, before the socket closes with 1001
+                (the callee bounds its own wait).
         """
+        self._on_frame, self._on_auth, self._flush = on_frame, on_auth, flush
         await self._ws.accept()
         engine = self._engine
         engine.metrics.ws_connections.inc()
@@ -127,7 +148,7 @@ class WsSession:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 nursery.start_soon(self._watch_drain)
-                nursery.start_soon(self._read, handle, nursery)
+                nursery.start_soon(self._read, handle, nursery, tasks)
         finally:
             engine.metrics.ws_connections.dec()
         code, reason = self._close or (1000, "")
@@ -135,25 +156,33 @@ class WsSession:
         with trio.move_on_after(2, shield=True):
             await self._ws.close(code, reason)
 
-    def _end(self, code: int, reason: str) -> None:
+    def end(self, code: int, reason: str) -> None:
+        """End the session with close ``code`` (the first code recorded wins); never waits."""
         if self._close is None:
             self._close = (code, reason)
         self._cancel.cancel()
 
-    async def _read(self, handle: Handler, nursery: trio.Nursery) -> None:
+    async def _read(self, handle: Handler, nursery: trio.Nursery, tasks: tuple[Task, ...]) -> None:
         try:
             if self.principal is None:
                 await self._first_frame_auth()
             nursery.start_soon(self._watch_expiry)
+            for task in tasks:
+                nursery.start_soon(task)
+            on_frame = self._on_frame
             while True:
                 raw = await self._ws.receive()
+                if on_frame is not None and not on_frame():
+                    continue
                 await self._dispatch(raw, handle)
         except _Closed as closed:
-            self._end(closed.code, closed.reason)
+            self.end(closed.code, closed.reason)
 
     async def _watch_drain(self) -> None:
         await self._engine.lifecycle.draining.wait()
-        self._end(CloseCode.GOING_AWAY, "server draining")
+        if self._flush is not None:
+            await self._flush()
+        self.end(CloseCode.GOING_AWAY, "server draining")
 
     async def _first_frame_auth(self) -> None:
         with trio.move_on_after(AUTH_TIMEOUT):
@@ -178,8 +207,11 @@ class WsSession:
         if not principal.has(self._scope):
             forbid(self._engine, principal, f"scope:{self._scope}", remote=self.remote)
             raise _Closed(CloseCode.FORBIDDEN, "forbidden")
+        refreshed = self.principal is not None
         self.principal = principal
         self._expiry_changed.set()
+        if refreshed and self._on_auth is not None:
+            await self._on_auth(principal)
         if "id" in frame:
             await self.send({"op": "authenticated", "id": frame["id"], "exp": principal.expires_at})
 
@@ -191,7 +223,7 @@ class WsSession:
                 await self._expiry_changed.wait()
                 continue
             self._engine.metrics.auth_failures.labels("expired_in_session").inc()
-            self._end(CloseCode.UNAUTHENTICATED, "token expired")
+            self.end(CloseCode.UNAUTHENTICATED, "token expired")
             return
 
     def _decode(self, raw: str | bytes) -> dict[str, Any] | None:

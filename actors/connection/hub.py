@@ -1,0 +1,392 @@
+"""The stream hub: bus events in, one prepared frame per event, fanned out to connections.
+
+The hub holds one :class:`ChannelState` per channel that has subscribers. For every bus
+message of such a channel it assigns the channel's ``seq`` (account orders carry theirs
+from the ledger), encodes the ``event`` frame **once**, and offers the same bytes to every
+subscriber's outbox without waiting. Lossless channels keep a retention buffer of their
+recent frames; account orders fall back on the PostgreSQL ledger, so their history is
+always recoverable.
+
+Snapshots come from the actors' read side (market quotes, candles, chains) or through
+their mailboxes (positions, P&L, strategies), and from the ledger for orders.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import orjson
+import trio
+
+import protocol
+from engine.bus import Subscription
+from engine.config import StreamConfig
+from engine.context import Engine
+from engine.store import Connection as DbConnection
+from protocol import Channel, ChannelKind, ErrorCode, ProtocolError
+
+from ..account.ledger import order_wire
+from ..account.messages import GetPnl, GetPositions
+from ..account.supervisor import Accounts
+from ..market.actor import MarketActor
+from ..market.chain import chain_snapshot
+from ..market.live import UniverseCache
+from ..strategy.actor import StrategyActor
+from ..strategy.messages import ListQuery, ListStrategies
+from .outbox import Outbox, SlowConsumer
+
+LOG = logging.getLogger(__name__)
+
+LEDGER_EPOCH: Final = "ledger"  # account orders: the ledger's history survives restarts
+BUS_PATTERNS: Final = ("quotes:*", "candles:*", "chain:*", "account:*")
+STRATEGY_PAGE: Final = 500
+# One statement, one snapshot: the open orders and the last seq they reflect (a row of
+# NULL order columns when there is no open order).
+LOAD_ORDERS_SNAPSHOT: Final = """
+WITH last AS (SELECT coalesce(max(seq), 0) AS last_seq FROM order_events WHERE account_id = $1)
+SELECT last.last_seq, o.* FROM last LEFT JOIN orders o
+    ON o.account_id = $1 AND o.status IN ('open', 'partially_filled')
+ORDER BY o.created_ts, o.id
+"""
+LOAD_EVENTS: Final = (
+    "SELECT seq, payload FROM order_events WHERE account_id = $1 AND seq > $2 AND seq <= $3"
+    " ORDER BY seq LIMIT $4"
+)
+
+
+class Closer(Protocol):
+    """How the hub ends a connection that cannot keep up (never awaiting it)."""
+
+    def __call__(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    """One connection's subscription to one channel.
+
+    While ``holding`` is a list the subscription is being set up (its snapshot is being
+    read): events are kept there and released, in order, after the snapshot.
+    """
+
+    channel: Channel
+    outbox: Outbox
+    close: Closer
+    last_seq: int = 0
+    holding: list[tuple[int, object, bytes]] | None = field(default_factory=list)
+
+    def offer(self, seq: int, key: object, frame: bytes) -> None:
+        """Queue one event frame unless it is one the client already has."""
+        if self.holding is not None:
+            self.holding.append((seq, key, frame))
+            if len(self.holding) > self.outbox.capacity:
+                self.close(4008, "slow consumer")
+            return
+        if seq <= self.last_seq:
+            return
+        self.last_seq = seq
+        try:
+            if key is None:
+                self.outbox.put(frame)
+            else:
+                self.outbox.put_latest(key, frame)
+        except SlowConsumer:
+            self.close(4008, "slow consumer")
+
+
+@dataclass(eq=False, slots=True)
+class ChannelState:
+    """Sequence, retention and subscribers of one channel on this node."""
+
+    channel: Channel
+    epoch: str
+    seq: int = 0
+    subscribers: set[Subscriber] = field(default_factory=set)
+    retention: collections.deque[tuple[int, bytes]] = field(default_factory=collections.deque)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What a subscription starts with: the ``subscribed`` frame and any replay."""
+
+    frame: dict[str, object]
+    replay: list[bytes]
+    last: int  # the seq the client has once it has read ``frame`` and ``replay``
+
+
+def event_frame(name: str, seq: int, data: bytes) -> bytes:
+    """Return the encoded ``event`` frame (``data`` is already-encoded JSON)."""
+    return (
+        b"".join(
+            (b'{"op":"event","channel":', orjson.dumps(name), b',"seq":', b"%d" % seq, b',"data":')
+        )
+        + data
+        + b"}"
+    )
+
+
+class StreamHub:
+    """Fan-out of bus events to stream connections (one per engine)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        market: MarketActor,
+        accounts: Accounts,
+        strategies: StrategyActor | None,
+    ) -> None:
+        self._engine = engine
+        self._config: StreamConfig = engine.config.stream
+        self._market = market
+        self._accounts = accounts
+        self._strategies = strategies
+        self._universes = UniverseCache(market.master)
+        self._states: dict[str, ChannelState] = {}
+        self.epoch = secrets.token_hex(6)  # this node's history of conflated channels
+        self.events = 0
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read the bus and fan out until cancelled."""
+        bus = self._engine.bus
+        subs = [bus.subscribe(p) for p in BUS_PATTERNS]
+        try:
+            async with trio.open_nursery() as nursery:
+                for sub in subs:
+                    nursery.start_soon(self._pump, sub)
+                task_status.started()
+        finally:
+            for sub in subs:
+                bus.unsubscribe(sub)
+
+    async def _pump(self, sub: Subscription) -> None:
+        async for message in sub:
+            state = self._states.get(message.channel)
+            if state is not None and state.subscribers:
+                await self._dispatch(state, message.data)
+
+    async def _dispatch(self, state: ChannelState, data: bytes) -> None:
+        channel = state.channel
+        if channel.lossless:
+            wrapped = orjson.loads(data)
+            seq = int(wrapped["seq"])
+            if seq <= state.seq:
+                await trio.lowlevel.checkpoint()
+                return  # republished from the outbox after a restart, or out of date
+            if state.seq and seq > state.seq + 1:
+                for missed_seq, missed in await self._ledger_events(channel, state.seq, seq - 1):
+                    self._fan_out(state, missed_seq, None, missed)
+            self._fan_out(state, seq, None, protocol.dumps(wrapped["data"]))
+            return
+        state.seq += 1
+        self._fan_out(state, state.seq, _conflation_key(channel, data), data)
+        await trio.lowlevel.checkpoint()
+
+    def _fan_out(self, state: ChannelState, seq: int, key: object, data: bytes) -> None:
+        frame = event_frame(state.channel.name, seq, data)
+        if state.channel.lossless:
+            state.seq = seq
+            state.retention.append((seq, frame))
+            if len(state.retention) > self._config.retention:
+                state.retention.popleft()
+        self.events += 1
+        metrics = self._engine.metrics
+        metrics.stream_events.inc(len(state.subscribers))
+        for subscriber in tuple(state.subscribers):
+            subscriber.offer(seq, key, frame)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    @property
+    def channels(self) -> int:
+        """Channels with at least one subscriber on this node."""
+        return len(self._states)
+
+    async def subscribe(
+        self, subscriber: Subscriber, since: int | None, epoch: str | None
+    ) -> Opened:
+        """Register ``subscriber`` and read its snapshot (or its replay).
+
+        The subscriber holds live events while the snapshot is read, then they are
+        released after it: none is lost and none is delivered twice.
+
+        Raises:
+            ProtocolError: the snapshot cannot be read (``busy``, ``database_unavailable``,
+                ``not_found``); the subscriber is then unregistered.
+        """
+        channel = subscriber.channel
+        state = self._states.get(channel.name)
+        if state is None:
+            state = ChannelState(channel, LEDGER_EPOCH if channel.lossless else self.epoch)
+            self._states[channel.name] = state
+        state.subscribers.add(subscriber)
+        try:
+            if channel.lossless:
+                opened = await self._open_lossless(state, since, epoch)
+            else:
+                opened = await self._open_conflated(state, since)
+        except BaseException:
+            self.unsubscribe(subscriber)
+            raise
+        # Held events newer than the snapshot and the replay, in order, once each.
+        held, subscriber.holding = subscriber.holding or [], None
+        last = opened.last
+        released: list[bytes] = []
+        for seq, _key, frame in held:
+            if seq > last:
+                last = seq
+                released.append(frame)
+        subscriber.last_seq = last
+        return Opened(opened.frame, opened.replay + released, last)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Remove ``subscriber``; a channel left without subscribers is forgotten."""
+        state = self._states.get(subscriber.channel.name)
+        if state is None:
+            return
+        state.subscribers.discard(subscriber)
+        if not state.subscribers:
+            del self._states[subscriber.channel.name]
+
+    async def _open_conflated(self, state: ChannelState, since: int | None) -> Opened:
+        seq = state.seq
+        snapshot = await self._snapshot(state.channel)
+        frame: dict[str, object] = {
+            "op": "subscribed",
+            "channel": state.channel.name,
+            "epoch": state.epoch,
+            "seq": seq,
+            "snapshot": snapshot,
+        }
+        if since is not None:
+            frame["recovered"] = False
+        return Opened(frame, [], seq)
+
+    async def _snapshot(self, channel: Channel) -> object:
+        market = self._market
+        kind = channel.kind
+        if kind is ChannelKind.QUOTES:
+            quote = market.quote(channel.key)
+            await trio.lowlevel.checkpoint()
+            return None if quote is None else quote.to_wire()
+        if kind is ChannelKind.CANDLES:
+            await trio.lowlevel.checkpoint()
+            book = market.candles(channel.key)
+            assert channel.tf is not None  # noqa: S101 - parse_channel sets it for candles
+            if book is None:
+                return {"forming": None, "last_closed": None}
+            forming, closed = book.forming(channel.tf), book.last_closed(channel.tf)  # type: ignore[arg-type]
+            return {
+                "forming": None if forming is None else forming.to_wire(),
+                "last_closed": None if closed is None else closed.to_wire(),
+            }
+        if kind is ChannelKind.CHAIN:
+            assert channel.expiry is not None  # noqa: S101 - parse_channel sets it for chains
+            await trio.lowlevel.checkpoint()
+            snap = chain_snapshot(
+                market, channel.key, channel.expiry, self._engine.clock(), self._universes.get()
+            )
+            return None if snap is None else snap.to_wire()
+        return await self._account_snapshot(channel)
+
+    async def _account_snapshot(self, channel: Channel) -> object:
+        account = channel.key
+        if channel.kind is ChannelKind.STRATEGIES:
+            if self._strategies is None:
+                return {"items": []}
+            page = ListStrategies(account, ListQuery(limit=STRATEGY_PAGE))
+            return await self._ask(self._strategies.mailbox, page, page.reply)
+        handle = self._accounts.get(account)
+        if handle is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such account", {"account": account})
+        if channel.kind is ChannelKind.PNL:
+            pnl = GetPnl()
+            return await self._ask(handle.mailbox, pnl, pnl.reply)
+        positions = GetPositions()
+        return {"items": await self._ask(handle.mailbox, positions, positions.reply)}
+
+    async def _ask(self, mailbox: Any, command: Any, reply: Any) -> Any:
+        try:
+            mailbox.send_nowait(command)
+        except Exception:  # MailboxFull, MailboxClosed
+            raise ProtocolError(
+                ErrorCode.BUSY, "actor busy; subscribe again", retry_after=1
+            ) from None
+        with trio.move_on_after(self._engine.config.accounts.reply_timeout):
+            return await reply.wait()
+        raise ProtocolError(ErrorCode.BUSY, "actor did not answer in time", retry_after=1)
+
+    async def _open_lossless(
+        self, state: ChannelState, since: int | None, epoch: str | None
+    ) -> Opened:
+        channel = state.channel
+        last_seq, orders = await self._orders_snapshot(channel.key)
+        base: dict[str, object] = {
+            "op": "subscribed",
+            "channel": channel.name,
+            "epoch": state.epoch,
+        }
+        if since is not None and epoch in (None, state.epoch) and since <= last_seq:
+            replay = self._retained(state, since, last_seq)
+            source = "memory"
+            if replay is None:
+                source = "ledger"
+                events = await self._ledger_events(channel, since, last_seq)
+                if len(events) == last_seq - since:
+                    replay = [event_frame(channel.name, s, d) for s, d in events]
+            if replay is not None:
+                self._engine.metrics.stream_replayed.labels(source).inc(len(replay))
+                return Opened({**base, "seq": since, "recovered": True}, replay, last_seq)
+        frame = {**base, "seq": last_seq, "snapshot": {"orders": orders}}
+        if since is not None:
+            frame["recovered"] = False
+        return Opened(frame, [], last_seq)
+
+    def _retained(self, state: ChannelState, since: int, last: int) -> list[bytes] | None:
+        kept = state.retention
+        if since == last:
+            return []
+        if not kept or kept[0][0] > since + 1 or kept[-1][0] < last:
+            return None
+        return [frame for seq, frame in kept if since < seq <= last]
+
+    async def _orders_snapshot(self, account: str) -> tuple[int, list[dict[str, object]]]:
+        async def read(conn: DbConnection) -> list[Any]:
+            return await conn.fetch(LOAD_ORDERS_SNAPSHOT, account)
+
+        rows = await self._engine.store.run_unit(read, transaction=False)
+        last = int(rows[0]["last_seq"]) if rows else 0
+        return last, [order_wire(r) for r in rows if r["id"] is not None]
+
+    async def _ledger_events(
+        self, channel: Channel, after: int, upto: int
+    ) -> list[tuple[int, bytes]]:
+        limit = min(upto - after, self._config.replay_max + 1)
+        if limit <= 0:
+            return []
+
+        async def read(conn: DbConnection) -> list[tuple[int, bytes]]:
+            rows = await conn.fetch(LOAD_EVENTS, channel.key, after, upto, limit)
+            # NOTE: jsonb text is re-encoded so a replayed frame equals the live one.
+            return [(int(r["seq"]), protocol.dumps(orjson.loads(r["payload"]))) for r in rows]
+
+        events = await self._engine.store.run_unit(read, transaction=False)
+        if len(events) > self._config.replay_max:
+            return []
+        return events
+
+
+def _conflation_key(channel: Channel, data: bytes) -> object:
+    # The unit a newer event replaces: the channel, or one item of it.
+    kind = channel.kind
+    if kind is ChannelKind.POSITIONS:
+        return (channel.name, orjson.loads(data).get("symbol"))
+    if kind is ChannelKind.STRATEGIES:
+        return (channel.name, orjson.loads(data).get("id"))
+    if kind is ChannelKind.CANDLES:
+        return (channel.name, orjson.loads(data).get("ts"))
+    return channel.name

@@ -1,0 +1,99 @@
+"""The bounded outbound queue of one WebSocket connection.
+
+Two kinds of entry share one insertion order:
+
+- **lossless** frames (order events, replies to the client's own frames) count against
+  ``capacity``; when it is full the client is too slow and :class:`SlowConsumer` is
+  raised — never a silent drop;
+- **latest-value** frames replace an earlier queued frame with the same key (quotes of a
+  symbol, a position, a forming candle) and move to the end, so the frames of one channel
+  leave in the order of their ``seq``. They are bounded by the number of keys, not by
+  ``capacity``; every replacement is counted in ``conflated``.
+
+The producer side (``put``/``put_latest``) never waits: it is called by the hub while
+it fans an event out, and a slow socket must never hold up a producer.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+
+import trio
+
+
+class SlowConsumer(Exception):
+    """The queue cannot take a lossless frame: the client is not reading fast enough."""
+
+
+class Outbox:
+    """Frames waiting for one connection's sender task."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        # NOTE: int keys are lossless entries (from the counter), anything else a latest-
+        # value key; a dict keeps insertion order and replaces in O(1).
+        self._entries: dict[Hashable, bytes] = {}
+        self._lossless = 0
+        self._counter = itertools.count()
+        self._wakeup = trio.lowlevel.ParkingLot()
+        self._closed = False
+        self.conflated = 0
+        self.high_water = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def lossless_queued(self) -> int:
+        """Lossless frames waiting (what ``capacity`` bounds)."""
+        return self._lossless
+
+    def put(self, frame: bytes) -> None:
+        """Queue a lossless frame.
+
+        Raises:
+            SlowConsumer: ``capacity`` lossless frames are already waiting.
+        """
+        if self._lossless >= self.capacity:
+            raise SlowConsumer(f"{self._lossless} frames queued")
+        self._entries[next(self._counter)] = frame
+        self._lossless += 1
+        self._queued()
+
+    def put_latest(self, key: Hashable, frame: bytes) -> None:
+        """Queue ``frame`` as the latest value of ``key``, replacing a waiting one."""
+        if isinstance(key, int):
+            raise TypeError("latest-value keys must not be integers")
+        if self._entries.pop(key, None) is not None:
+            self.conflated += 1
+        self._entries[key] = frame
+        self._queued()
+
+    def close(self) -> None:
+        """Wake a waiting :meth:`take_all`, which then ends with ``trio.EndOfChannel``."""
+        self._closed = True
+        self._wakeup.unpark_all()
+
+    async def take_all(self) -> list[bytes]:
+        """Wait for frames and take every one that is queued, in order.
+
+        Raises:
+            trio.EndOfChannel: the outbox was closed and is empty.
+        """
+        while not self._entries:
+            if self._closed:
+                raise trio.EndOfChannel
+            await self._wakeup.park()
+        frames = list(self._entries.values())
+        self._entries.clear()
+        self._lossless = 0
+        return frames
+
+    def _queued(self) -> None:
+        size = len(self._entries)
+        if size > self.high_water:
+            self.high_water = size
+        self._wakeup.unpark_all()
