@@ -178,8 +178,8 @@ class StreamConfig(BaseModel):
     max_subscriptions: int = Field(default=200, ge=1, le=100_000)
     frames_per_second: PositiveFloat = 50.0
     frames_burst: int = Field(default=100, ge=1)
-    heartbeat_interval: PositiveFloat = 15.0
-    idle_timeout: PositiveFloat = 60.0
+    heartbeat_interval: PositiveFloat = 10.0
+    idle_timeout: PositiveFloat = 25.0
     retention: int = Field(default=1024, ge=0, le=1_000_000)
     replay_max: int = Field(default=10_000, ge=0, le=10_000_000)
     drain_flush_timeout: PositiveFloat = 2.0
@@ -315,6 +315,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         raise ConfigError(
             f"TICKSTREAM_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long"
         )
+    if config.stream.idle_timeout > config.server.read_timeout:
+        # The listener drops a connection silent for read_timeout without a close frame.
+        raise ConfigError("stream.idle_timeout must not exceed server.read_timeout")
     return config
 
 

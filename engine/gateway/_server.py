@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 
 from actors.registry import Actors
 
@@ -28,6 +31,24 @@ def hypercorn_config(engine: Engine) -> HypercornConfig:
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")
     return cfg
+
+
+def listening_sockets(engine: Engine, config: HypercornConfig) -> Sockets:
+    """Create the listening sockets with a bound on how long a write may stall.
+
+    hypercorn writes to a connection inside a shielded scope with no deadline, so a
+    client that stops reading would hold a handler (and the engine's shutdown) forever.
+    ``TCP_USER_TIMEOUT`` (inherited by accepted sockets; on Linux it also covers a peer
+    that advertises a zero window) makes the kernel abort such a connection after
+    ``stream.send_timeout`` seconds instead, which ends the write with an error.
+    """
+    sockets = config.create_sockets()
+    timeout_ms = max(1, int(engine.config.stream.send_timeout * 1000))
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
+        sock.listen(config.backlog)
+    return sockets
 
 
 class Gateway:
@@ -62,9 +83,11 @@ class Gateway:
     async def _serve(
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        await serve(
-            self.app,
-            hypercorn_config(self._engine),
+        config = hypercorn_config(self._engine)
+        await worker_serve(
+            wrap_app(self.app, config.wsgi_max_body_size, None),
+            config,
+            sockets=listening_sockets(self._engine, config),
             shutdown_trigger=self._stopping.wait,
             task_status=task_status,
         )

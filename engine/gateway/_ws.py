@@ -31,6 +31,7 @@ LOG = logging.getLogger(__name__)
 AUTH_TIMEOUT: Final = 5.0  # seconds for the first-frame auth
 MALFORMED_BUDGET: Final = 10  # malformed frames tolerated per connection before 1008
 MS_PER_S: Final = 1000
+CLOSE_TIMEOUT: Final = 5.0  # seconds to send our close and read until the client's
 
 
 class CloseCode:
@@ -153,8 +154,14 @@ class WsSession:
             engine.metrics.ws_connections.dec()
         code, reason = self._close or (1000, "")
         engine.metrics.ws_closes.labels(str(code)).inc()
-        with trio.move_on_after(2, shield=True):
+        with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
             await self._ws.close(code, reason)
+            # NOTE: keep reading (and discarding) until the client's close arrives. The
+            # server's queue of received frames is bounded: left full by a client that
+            # kept sending after we stopped reading, it would never take the client's
+            # close, and the connection would hang half-closed for good.
+            while True:
+                await self._ws.receive()
 
     def end(self, code: int, reason: str) -> None:
         """End the session with close ``code`` (the first code recorded wins); never waits."""

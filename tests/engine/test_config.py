@@ -87,6 +87,8 @@ def test_secrets_never_show_in_repr_or_str() -> None:
         ("[log]\nformat = 'xml'\n", "log.format"),
         ("[nonsense]\na = 1\n", "nonsense"),
         ("[server]\ngraceful_timeout = -1.0\n", "server.graceful_timeout"),
+        ("[stream]\nqueue_capacity = 0\n", "stream.queue_capacity"),
+        ("[stream]\nidle_timeout = 31.0\n", "stream.idle_timeout"),
     ],
 )
 def test_bad_file_values_name_the_key(tmp_path: Path, toml: str, key: str) -> None:
