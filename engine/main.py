@@ -81,7 +81,8 @@ async def _wait_for_signal(shutdown: _Shutdown, everything: trio.CancelScope) ->
 
 def _announce(config: Config, engine: Engine, bound: Sequence[str], demo: bool) -> None:
     # Plain stdout lines for the human who typed `make run`; logs stay JSON.
-    base = f"http://{config.server.host}:{config.server.port}"
+    scheme = "https" if config.server.tls else "http"
+    base = f"{scheme}://{config.server.host}:{config.server.port}"
     lines = [
         "tickstream is up:",
         f"  health   {base}/health",
