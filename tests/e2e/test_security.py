@@ -316,3 +316,27 @@ def _wait_https(srv: ServerProcess, ca: Path, budget: float = 60.0) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"no https answer in {budget}s:\n{srv.output()}")
+
+
+def test_wildcard_cors_with_credentials_stops_start_up_with_exit_2() -> None:
+    """cors_origins = ["*"] with credentials is a configuration error: exit 2 naming it."""
+    with reachable_tempdir() as workdir:
+        cfg = write_config(
+            workdir,
+            **{
+                "cors_origins = []": 'cors_origins = ["*"]',
+                "cors_allow_credentials = false": "cors_allow_credentials = true",
+            },
+        )
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("TICKSTREAM_")}
+        result = subprocess.run(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "engine.main", "serve"],
+            env=clean | {"TICKSTREAM_CONFIG": str(cfg), "TICKSTREAM_JWT_SECRET": E2E_SECRET},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=workdir,
+        )
+    assert result.returncode == 2
+    assert "cors_origins" in result.stderr and E2E_SECRET not in result.stderr
