@@ -14,11 +14,12 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .auth import KeySet, parse_key_lines
+from .urls import with_query
 
 DEFAULT_CONFIG_PATH: Final = Path("config/default.toml")
 ENV_PREFIX: Final = "TICKSTREAM_"
@@ -368,20 +369,13 @@ def with_tls(config: Config) -> Config:
     db, redis = config.database, config.redis
     sections: dict[str, dict[str, Any]] = {}
     if db.sslmode and db.url is not None:
-        sections["database"] = {"url": Secret(_with_query(db.url.reveal(), sslmode=db.sslmode))}
+        sections["database"] = {"url": Secret(with_query(db.url.reveal(), sslmode=db.sslmode))}
     if redis.ssl_ca_certs and redis.url is not None:
         url = redis.url.reveal()
         if not url.startswith("rediss://"):
             raise ConfigError("redis.ssl_ca_certs needs a rediss:// TICKSTREAM_REDIS_URL")
-        sections["redis"] = {"url": Secret(_with_query(url, ssl_ca_certs=redis.ssl_ca_certs))}
+        sections["redis"] = {"url": Secret(with_query(url, ssl_ca_certs=redis.ssl_ca_certs))}
     return with_overrides(config, **sections) if sections else config
-
-
-def _with_query(url: str, **params: str) -> str:
-    # Replace (or add) query parameters, keeping the others.
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
-    return urlunsplit(parts._replace(query=urlencode([*query, *params.items()])))
 
 
 def with_overrides(config: Config, **sections: Mapping[str, Any]) -> Config:

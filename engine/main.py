@@ -172,7 +172,8 @@ def _serve_command(args: argparse.Namespace) -> int:
     if config.auth.key_set() is None:
         if not args.demo:
             return _fail(
-                "TICKSTREAM_JWT_SECRET (or TICKSTREAM_JWT_SECRET_FILE) is not set; "
+                "TICKSTREAM_JWT_SECRET (or TICKSTREAM_JWT_SECRET_FILE, or "
+                "TICKSTREAM_JWT_KEYS_FILE) is not set; "
                 "serve refuses to start without a JWT signing key (or use --demo)"
             )
         config = with_overrides(
