@@ -2,13 +2,14 @@
 
 Wrapping ``app.asgi_app`` rather than hooking ``after_request`` puts the headers on
 every response the app sends — errors, 404s, 413s and 500s included — and answers CORS
-preflights before routing. WebSocket scopes pass through untouched.
+preflights before routing.
 
 - Security headers: ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``,
   ``Referrer-Policy: no-referrer``, ``Content-Security-Policy`` (``default-src 'none';
   frame-ancestors 'none'`` for the JSON API; the Swagger UI at ``/docs`` gets a policy
   that lets it load its script and style from the CDN quart-schema names), and
-  ``Strict-Transport-Security`` only when the listener serves TLS.
+  ``Strict-Transport-Security`` only when the listener serves TLS. A WebSocket handshake
+  refused with an HTTP answer (401, 403) gets them too.
 - CORS: exact origins from ``server.cors_origins`` (``"*"`` only without credentials,
   which the config refuses). An allowed origin gets ``Access-Control-Allow-Origin``
   (and ``-Credentials`` when configured); any other origin gets no CORS header at all.
@@ -79,6 +80,9 @@ class EdgeHeaders:
         self._common = common
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._app(scope, receive, self._with_headers(send, self._security("")))
+            return
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
@@ -93,15 +97,21 @@ class EdgeHeaders:
             await self._preflight(origin, request_headers, extra, send)
             return
         extra += self._cors(origin)
+        await self._app(scope, receive, self._with_headers(send, extra))
+
+    @staticmethod
+    def _with_headers(send: Send, extra: Headers) -> Send:
+        # Adds ``extra`` (replacing same-named headers) to the response start: an HTTP
+        # answer, or the HTTP answer refusing a WebSocket handshake.
+        names = {name for name, _ in extra}
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                names = {name for name, _ in extra}
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
                 message = {**message, "headers": kept + extra}
             await send(message)
 
-        await self._app(scope, receive, send_with_headers)
+        return send_with_headers
 
     def _security(self, path: str) -> Headers:
         csp = self._docs.get(path, API_CSP)

@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 import pytest
+import trio
 import trustme
+from trio_websocket import ConnectionRejected, open_websocket_url
 
 from engine.auth import issue_token
 from tests.kit.db import temporary_database
@@ -236,12 +238,12 @@ def _https(port: int, path: str, ca: Path, tok: str | None = None) -> tuple[int,
         conn.close()
 
 
-def _signed(secret: str, kid: str) -> str:
+def _signed(secret: str, kid: str, scope: str = "read") -> str:
     now = int(time.time())
     return issue_token(
         secret,
         sub="ops",
-        scopes=["read"],
+        scopes=[scope],
         now=now,
         ttl=600,
         issuer="tickstream",
@@ -282,6 +284,12 @@ def test_tls_listener_and_kid_rotation() -> None:
             assert headers["strict-transport-security"].startswith("max-age=31536000")
             assert _https(srv.port, "/v1/accounts", ca_path, _signed(new, "k2"))[0] == 200
             assert _https(srv.port, "/v1/accounts", ca_path, _signed(old, "k9"))[0] == 401
+            publisher = _signed(new, "k2", "feed:publish")
+            reply, refused = trio.run(_wss, srv.port, ca_path, publisher, _signed(old, "k9"))
+            assert reply["op"] in {"ack", "error"} and reply["id"] == "t1"
+            assert refused.status_code == 401
+            assert (b"x-content-type-options", b"nosniff") in refused.headers
+            assert not [v for k, v in refused.headers if k == b"server"]
             with pytest.raises(ssl.SSLError):
                 _https(srv.port, "/health", _other_ca(workdir))
         finally:
@@ -296,6 +304,24 @@ def test_tls_listener_and_kid_rotation() -> None:
             assert _https(srv.port, "/v1/accounts", ca_path, _signed(new, "k2"))[0] == 200
         finally:
             srv.stop(signal.SIGTERM)
+
+
+async def _wss(port: int, ca: Path, good: str, bad: str) -> tuple[Any, ConnectionRejected]:
+    # A frame over wss with a good token; the handshake refused with a bad one.
+    url = f"wss://127.0.0.1:{port}/ws/v1/ingest"
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with trio.fail_after(20):
+        headers = [(b"authorization", f"Bearer {good}".encode())]
+        async with open_websocket_url(url, ssl_context=ctx, extra_headers=headers) as ws:
+            await ws.send_message(json.dumps({"op": "ticks", "id": "t1", "ticks": []}))
+            reply = json.loads(await ws.get_message())
+        try:
+            headers = [(b"authorization", f"Bearer {bad}".encode())]
+            async with open_websocket_url(url, ssl_context=ctx, extra_headers=headers):
+                pass
+        except ConnectionRejected as exc:
+            return reply, exc
+    raise AssertionError("a bad token opened a WebSocket")
 
 
 def _other_ca(workdir: Path) -> Path:

@@ -55,6 +55,7 @@ def test_hypercorn_serves_tls_when_configured(config: Config) -> None:
     engine = Engine(config=config, store=None, bus=InProcessBus(), metrics=Metrics())  # type: ignore[arg-type]
     plain = hypercorn_config(engine)
     assert not plain.ssl_enabled and plain.keep_alive_timeout == 5.0 and plain.read_timeout == 30
+    assert not plain.include_server_header
     tls = with_overrides(
         config, server={"certfile": "/c.pem", "keyfile": "/k.pem", "ssl_handshake_timeout": 3.0}
     )
