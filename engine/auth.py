@@ -9,7 +9,8 @@ accounts the token may read (``read``) or trade (``trade``, which implies ``read
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,6 +21,8 @@ from protocol import ErrorCode, ProtocolError
 ALGORITHM: Final = "HS256"
 REQUIRED_CLAIMS: Final = ("sub", "exp", "iat", "iss", "aud")
 MAX_TOKEN_BYTES: Final = 8192
+MIN_KEY_BYTES: Final = 32
+_KID_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class Scope(enum.StrEnum):
@@ -175,3 +178,90 @@ def _principal(claims: dict[str, object]) -> Principal:
     if not all(isinstance(a, str) for a in accounts):
         raise AuthError("malformed")
     return Principal(sub, scopes, frozenset(accounts), exp)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """The HS256 keys a node verifies with, by ``kid``; it signs with the newest.
+
+    ``keys`` keeps the order of the keys file (oldest first, newest last). ``default``
+    is the single-key form (``TICKSTREAM_JWT_SECRET``): it verifies tokens without a
+    ``kid`` header, and signs when there is no key set. A token whose ``kid`` is not in
+    ``keys`` is refused (``unknown_kid``), whatever its signature.
+    """
+
+    keys: Mapping[str, str]
+    default: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.keys and self.default is None:
+            raise ValueError("a key set needs at least one key")
+
+    @property
+    def signing(self) -> tuple[str | None, str]:
+        """Return ``(kid, secret)`` of the newest key (kid None: the single key)."""
+        if self.keys:
+            kid = list(self.keys)[-1]
+            return kid, self.keys[kid]
+        assert self.default is not None  # noqa: S101 - checked in __post_init__
+        return None, self.default
+
+    def secret_for(self, token: str) -> str:
+        """Return the secret that must have signed ``token``, chosen by its ``kid``.
+
+        Raises:
+            AuthError: the header is malformed, or names a ``kid`` not in the set, or
+                there is none and no single key.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("malformed") from None
+        kid = header.get("kid")
+        if kid is None:
+            if self.default is None:
+                raise AuthError("unknown_kid")
+            return self.default
+        if not isinstance(kid, str) or kid not in self.keys:
+            raise AuthError("unknown_kid")
+        return self.keys[kid]
+
+
+def parse_key_lines(text: str) -> dict[str, str]:
+    """Parse ``kid=secret`` lines (``#`` comments and blank lines skipped), oldest first.
+
+    Raises:
+        ValueError: a malformed line, a bad or repeated ``kid``, or a secret shorter
+            than ``MIN_KEY_BYTES``; the message names the line, never the secret.
+    """
+    keys: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        kid, sep, secret = line.partition("=")
+        kid, secret = kid.strip(), secret.strip()
+        if not sep or not _KID_RE.match(kid):
+            raise ValueError(f"line {number}: expected kid=secret with kid [A-Za-z0-9._-]")
+        if kid in keys:
+            raise ValueError(f"line {number}: kid {kid!r} appears twice")
+        if len(secret.encode()) < MIN_KEY_BYTES:
+            raise ValueError(f"line {number}: the key of {kid!r} is shorter than 32 bytes")
+        keys[kid] = secret
+    if not keys:
+        raise ValueError("no kid=secret line")
+    return keys
+
+
+def verify_with_keys(
+    token: str, keys: KeySet, *, issuer: str, audience: str, leeway: float, now: float
+) -> Principal:
+    """Verify ``token`` with the key its ``kid`` names (see :func:`verify_token`).
+
+    Raises:
+        AuthError: as :func:`verify_token`, or ``unknown_kid``.
+    """
+    if len(token) > MAX_TOKEN_BYTES:
+        raise AuthError("too_long")
+    secret = keys.secret_for(token)
+    return verify_token(token, secret, issuer=issuer, audience=audience, leeway=leeway, now=now)

@@ -9,13 +9,17 @@ environment (or a ``*_FILE`` the environment names) and are held as
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .auth import KeySet, parse_key_lines
+from .urls import with_query
 
 DEFAULT_CONFIG_PATH: Final = Path("config/default.toml")
 ENV_PREFIX: Final = "TICKSTREAM_"
@@ -74,6 +78,32 @@ class ServerConfig(BaseModel):
     keep_alive_timeout: PositiveFloat = 5.0
     read_timeout: PositiveFloat = 30.0
     ws_max_frame_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Security (README "Security"): CORS allowlist, TLS listener, HSTS, handshake timeout.
+    cors_origins: list[str] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+    cors_max_age: int = Field(default=600, ge=0, le=86400)
+    certfile: str = ""
+    keyfile: str = ""
+    hsts_max_age: int = Field(default=31536000, ge=0)
+    ssl_handshake_timeout: PositiveFloat = 10.0
+
+    @model_validator(mode="after")
+    def _check_security(self) -> ServerConfig:
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN_RE.match(origin):
+                raise ValueError(
+                    f"cors_origins: {origin!r} is not an origin (scheme://host[:port])"
+                )
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ValueError("cors_origins: '*' may not be used with cors_allow_credentials")
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ValueError("certfile and keyfile: set both (TLS) or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listener serves https/wss."""
+        return bool(self.certfile and self.keyfile)
 
 
 class DatabaseConfig(BaseModel):
@@ -88,6 +118,7 @@ class DatabaseConfig(BaseModel):
     statement_timeout: PositiveFloat = 5.0
     connect_timeout: PositiveFloat = 5.0
     connect_retries: int = Field(default=5, ge=1, le=100)
+    sslmode: Literal["", "disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = ""
     embedded_dir: str = "var/pg"
     embedded_database: str = Field(default="tickstream", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -99,6 +130,7 @@ class RedisConfig(BaseModel):
     url: Secret | None = None
     connect_timeout: PositiveFloat = 5.0
     connect_retries: int = Field(default=5, ge=1, le=100)
+    ssl_ca_certs: str = ""  # CA bundle for rediss:// URLs ("" = the system's)
 
 
 class AuthConfig(BaseModel):
@@ -110,6 +142,23 @@ class AuthConfig(BaseModel):
     audience: str = Field(default="tickstream", min_length=1)
     leeway: float = Field(default=10.0, ge=0, le=300)
     demo_token_ttl: int = Field(default=86400, ge=60)
+    jwt_keys: Secret | None = None  # "kid=secret" lines, oldest first; signs with the last
+    token_ttl: int = Field(default=900, ge=30, le=86400)
+    lockout_failures: int = Field(default=5, ge=1, le=1000)
+    lockout_window: PositiveFloat = 300.0
+    lockout_duration: PositiveFloat = 900.0
+
+    def key_set(self) -> KeySet | None:
+        """Return the verification keys by ``kid`` (None: no key configured).
+
+        Parsed on each call (a few lines, microseconds): a cached copy would survive
+        ``model_copy`` and go stale.
+        """
+        keys = parse_key_lines(self.jwt_keys.reveal()) if self.jwt_keys is not None else {}
+        if not keys and self.jwt_secret is None:
+            return None
+        default = self.jwt_secret.reveal() if self.jwt_secret is not None else None
+        return KeySet(keys, default)
 
 
 class LogConfig(BaseModel):
@@ -202,7 +251,10 @@ class Config(BaseModel):
 
 
 # Keys a TOML file may not carry: they are secrets and come from the environment only.
-_SECRET_KEYS: Final = frozenset({("database", "url"), ("redis", "url"), ("auth", "jwt_secret")})
+_SECRET_KEYS: Final = frozenset(
+    {("database", "url"), ("redis", "url"), ("auth", "jwt_secret"), ("auth", "jwt_keys")}
+)
+_ORIGIN_RE: Final = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 # Environment variable → (section, key, parser). Secrets are wrapped after parsing.
 _ENV: Final[Mapping[str, tuple[str, str, type]]] = {
@@ -211,13 +263,19 @@ _ENV: Final[Mapping[str, tuple[str, str, type]]] = {
     "TICKSTREAM_DATABASE_URL": ("database", "url", Secret),
     "TICKSTREAM_REDIS_URL": ("redis", "url", Secret),
     "TICKSTREAM_JWT_SECRET": ("auth", "jwt_secret", Secret),
+    "TICKSTREAM_JWT_KEYS": ("auth", "jwt_keys", Secret),
     "TICKSTREAM_JWT_ISSUER": ("auth", "issuer", str),
     "TICKSTREAM_JWT_AUDIENCE": ("auth", "audience", str),
     "TICKSTREAM_LOG_LEVEL": ("log", "level", str),
     "TICKSTREAM_LOG_FORMAT": ("log", "format", str),
 }
 _FILE_SUFFIX: Final = "_FILE"
-_SECRET_ENV: Final = ("TICKSTREAM_JWT_SECRET", "TICKSTREAM_DATABASE_URL", "TICKSTREAM_REDIS_URL")
+_SECRET_ENV: Final = (
+    "TICKSTREAM_JWT_SECRET",
+    "TICKSTREAM_DATABASE_URL",
+    "TICKSTREAM_REDIS_URL",
+    "TICKSTREAM_JWT_KEYS",
+)
 MIN_JWT_SECRET_BYTES: Final = 32
 
 
@@ -318,7 +376,27 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if config.stream.idle_timeout > config.server.read_timeout:
         # The listener drops a connection silent for read_timeout without a close frame.
         raise ConfigError("stream.idle_timeout must not exceed server.read_timeout")
-    return config
+    if config.auth.jwt_keys is not None:
+        try:
+            parse_key_lines(config.auth.jwt_keys.reveal())
+        except ValueError as exc:
+            raise ConfigError(f"TICKSTREAM_JWT_KEYS: {exc}") from None
+    return with_tls(config)
+
+
+def with_tls(config: Config) -> Config:
+    """Return ``config`` with ``database.sslmode`` and ``redis.ssl_ca_certs`` folded into
+    the DSN and the Redis URL, so every client (asyncpg, Alembic, redis-py) sees them."""
+    db, redis = config.database, config.redis
+    sections: dict[str, dict[str, Any]] = {}
+    if db.sslmode and db.url is not None:
+        sections["database"] = {"url": Secret(with_query(db.url.reveal(), sslmode=db.sslmode))}
+    if redis.ssl_ca_certs and redis.url is not None:
+        url = redis.url.reveal()
+        if not url.startswith("rediss://"):
+            raise ConfigError("redis.ssl_ca_certs needs a rediss:// TICKSTREAM_REDIS_URL")
+        sections["redis"] = {"url": Secret(with_query(url, ssl_ca_certs=redis.ssl_ca_certs))}
+    return with_overrides(config, **sections) if sections else config
 
 
 def with_overrides(config: Config, **sections: Mapping[str, Any]) -> Config:

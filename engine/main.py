@@ -27,7 +27,7 @@ from trio_websocket import HandshakeError
 from actors.feed.publisher import PublishError, WsPublisher, connect
 from actors.feed.simulator import MarketSimulator, SimulatorFeed
 
-from . import migrate
+from . import apikey_cli, migrate
 from .auth import Scope, issue_token
 from .calendar import load_calendar
 from .config import Config, ConfigError, Secret, load_config, redact_url, with_overrides
@@ -81,7 +81,8 @@ async def _wait_for_signal(shutdown: _Shutdown, everything: trio.CancelScope) ->
 
 def _announce(config: Config, engine: Engine, bound: Sequence[str], demo: bool) -> None:
     # Plain stdout lines for the human who typed `make run`; logs stay JSON.
-    base = f"http://{config.server.host}:{config.server.port}"
+    scheme = "https" if config.server.tls else "http"
+    base = f"{scheme}://{config.server.host}:{config.server.port}"
     lines = [
         "tickstream is up:",
         f"  health   {base}/health",
@@ -90,10 +91,13 @@ def _announce(config: Config, engine: Engine, bound: Sequence[str], demo: bool) 
         f"  api docs {base}/docs   (OpenAPI: {base}/openapi.json)",
         f"  listening on {', '.join(bound)}",
     ]
-    if demo and config.auth.jwt_secret is not None:
+    keys = config.auth.key_set()
+    if demo and config.auth.jwt_secret is not None and keys is not None:
         now = engine.clock() // MS_PER_S
+        kid, signing = keys.signing
         token = issue_token(
-            config.auth.jwt_secret.reveal(),
+            signing,
+            kid=kid,
             sub="demo-admin",
             scopes=[Scope.ADMIN, Scope.READ, Scope.TRADE, Scope.FEED_PUBLISH],
             now=now,
@@ -165,10 +169,11 @@ def _serve_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     configure_logging(config.log.level, args.log_format or config.log.format)
-    if config.auth.jwt_secret is None:
+    if config.auth.key_set() is None:
         if not args.demo:
             return _fail(
-                "TICKSTREAM_JWT_SECRET (or TICKSTREAM_JWT_SECRET_FILE) is not set; "
+                "TICKSTREAM_JWT_SECRET (or TICKSTREAM_JWT_SECRET_FILE, or "
+                "TICKSTREAM_JWT_KEYS_FILE) is not set; "
                 "serve refuses to start without a JWT signing key (or use --demo)"
             )
         config = with_overrides(
@@ -304,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_db.add_argument("action", choices=["upgrade", "downgrade", "current", "history"])
     p_db.add_argument("revision", nargs="?", help="target revision (upgrade: head, downgrade: -1)")
     p_db.set_defaults(func=_db_command)
+    apikey_cli.add_parser(sub)
     return parser
 
 

@@ -21,6 +21,7 @@ from protocol import ErrorCode, ProtocolError
 from ..context import Engine
 from ._accounts import accounts_blueprint
 from ._analytics import analytics_blueprint
+from ._edge import register_security
 from ._health import health_blueprint
 from ._ingest import ingest_blueprint
 from ._live import live_blueprint
@@ -82,6 +83,7 @@ def create_app(engine: Engine, actors: Actors | None = None) -> QuartTrio:
         security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
     )
     app.register_blueprint(health_blueprint(engine, actors))
+    register_security(app, engine, docs_path="/docs")
     if actors is not None:
         app.register_blueprint(ingest_blueprint(engine, actors))
         app.register_blueprint(market_blueprint(engine, actors))

@@ -16,7 +16,7 @@ from quart import g, request
 
 from protocol import ErrorCode, ProtocolError
 
-from ..auth import AuthError, Principal, Scope, verify_token
+from ..auth import AuthError, Principal, Scope, verify_with_keys
 from ..context import Engine
 
 SECURITY_LOG = logging.getLogger("tickstream.security")
@@ -48,13 +48,13 @@ def authenticate(engine: Engine, token: str, *, remote: str | None = None) -> Pr
         AuthError: 401; the failure is logged and counted with its reason.
     """
     auth = engine.config.auth
-    secret = auth.jwt_secret
+    keys = auth.key_set()
     try:
-        if secret is None or not token:
+        if keys is None or not token:
             raise AuthError("missing")
-        return verify_token(
+        return verify_with_keys(
             token,
-            secret.reveal(),
+            keys,
             issuer=auth.issuer,
             audience=auth.audience,
             leeway=auth.leeway,

@@ -28,6 +28,10 @@ def hypercorn_config(engine: Engine) -> HypercornConfig:
     cfg.keep_alive_timeout = server.keep_alive_timeout
     cfg.read_timeout = int(server.read_timeout)
     cfg.websocket_max_message_size = server.ws_max_frame_bytes
+    cfg.ssl_handshake_timeout = server.ssl_handshake_timeout
+    cfg.include_server_header = False  # do not advertise the server software
+    if server.tls:  # https and wss on the same port
+        cfg.certfile, cfg.keyfile = server.certfile, server.keyfile
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")
     return cfg
