@@ -1,0 +1,78 @@
+"""What the engine really exports at /metrics, and the metric names a PromQL expression uses."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Final
+
+from engine.config import Secret, load_config, with_overrides
+from engine.runtime import build_runtime
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+
+# The sample names Prometheus sees for one metric family, by type.
+_SUFFIXES: Final = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "gauge": ("",),
+}
+
+# PromQL words that are not metric names (aggregations, operators, modifiers).
+_KEYWORDS: Final = frozenset(
+    [
+        "and",
+        "or",
+        "unless",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "offset",
+        "bool",
+        "inf",
+        "nan",
+    ]
+)
+
+
+def exposed_families() -> dict[str, str]:
+    """Return ``{family: type}`` of every metric the engine registers.
+
+    The runtime is built exactly as ``tickstream serve`` builds it (every actor and the
+    gateway register their metrics in the engine's one ``Metrics()`` registry at
+    construction), but nothing is started.
+    """
+    config = with_overrides(load_config(env={}), auth={"jwt_secret": Secret("k" * 48)})
+    runtime = build_runtime(config, "postgresql://unused@127.0.0.1:1/unused")
+    return {m.name: m.type for m in runtime.engine.metrics.registry.collect()}
+
+
+def exposed_sample_names(families: dict[str, str]) -> set[str]:
+    """Return the sample names a scrape can show for ``families`` (with type suffixes)."""
+    return {name + suffix for name, kind in families.items() for suffix in _SUFFIXES[kind]}
+
+
+def exposition_name(family: str, kind: str) -> str:
+    """Return the name a metric is documented and queried by (counters carry ``_total``)."""
+    return family + "_total" if kind == "counter" else family
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Return the metric names ``expr`` selects (label matchers, grouping and functions removed)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)  # string literals
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # range selectors
+    text = re.sub(
+        r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text
+    )  # grouping label lists
+    text = re.sub(r"\$\{?\w+\}?", " ", text)  # Grafana variables
+    names: set[str] = set()
+    for match in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?", text):
+        word, call = match.group(1), match.group(2)
+        if call or word.lower() in _KEYWORDS:
+            continue
+        names.add(word)
+    return names
