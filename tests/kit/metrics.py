@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Final
 
+from prometheus_client import CollectorRegistry
+
 from engine.config import Secret, load_config, with_overrides
 from engine.runtime import build_runtime
 
@@ -38,16 +40,33 @@ _KEYWORDS: Final = frozenset(
 )
 
 
-def exposed_families() -> dict[str, str]:
-    """Return ``{family: type}`` of every metric the engine registers.
-
-    The runtime is built exactly as ``tickstream serve`` builds it (every actor and the
-    gateway register their metrics in the engine's one ``Metrics()`` registry at
-    construction), but nothing is started.
-    """
+def _registry() -> CollectorRegistry:
+    # The runtime is built exactly as ``tickstream serve`` builds it (every actor and the
+    # gateway register their metrics in the engine's one ``Metrics()`` registry at
+    # construction), but nothing is started.
     config = with_overrides(load_config(env={}), auth={"jwt_secret": Secret("k" * 48)})
     runtime = build_runtime(config, "postgresql://unused@127.0.0.1:1/unused")
-    return {m.name: m.type for m in runtime.engine.metrics.registry.collect()}
+    return runtime.engine.metrics.registry
+
+
+def exposed_families() -> dict[str, str]:
+    """Return ``{family: type}`` of every metric the engine registers."""
+    return {m.name: m.type for m in _registry().collect()}
+
+
+def exposed_labels() -> dict[str, tuple[str, ...]]:
+    """Return ``{family: label names}`` of every metric the engine registers.
+
+    Label names of a metric that has no sample yet are not in the exposition, so they are
+    read from the metric objects (prometheus_client's registry index).
+    """
+    registry = _registry()
+    index = registry._names_to_collectors  # noqa: SLF001 - the only place they are listed
+    labels: dict[str, tuple[str, ...]] = {}
+    for metric in registry.collect():
+        collector = index.get(metric.name) or index.get(metric.name + "_total")
+        labels[metric.name] = tuple(getattr(collector, "_labelnames", ()))
+    return labels
 
 
 def exposed_sample_names(families: dict[str, str]) -> set[str]:
