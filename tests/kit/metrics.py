@@ -40,10 +40,12 @@ _KEYWORDS: Final = frozenset(
 )
 
 
-def _registry() -> CollectorRegistry:
-    # The runtime is built exactly as ``tickstream serve`` builds it (every actor and the
-    # gateway register their metrics in the engine's one ``Metrics()`` registry at
-    # construction), but nothing is started.
+def exposed_registry() -> CollectorRegistry:
+    """Return the metrics registry of an engine built exactly as ``tickstream serve`` builds it.
+
+    Every actor and the gateway register their metrics in the engine's one ``Metrics()``
+    registry at construction; nothing is started.
+    """
     config = with_overrides(load_config(env={}), auth={"jwt_secret": Secret("k" * 48)})
     runtime = build_runtime(config, "postgresql://unused@127.0.0.1:1/unused")
     return runtime.engine.metrics.registry
@@ -51,7 +53,7 @@ def _registry() -> CollectorRegistry:
 
 def exposed_families() -> dict[str, str]:
     """Return ``{family: type}`` of every metric the engine registers."""
-    return {m.name: m.type for m in _registry().collect()}
+    return {m.name: m.type for m in exposed_registry().collect()}
 
 
 def exposed_labels() -> dict[str, tuple[str, ...]]:
@@ -60,7 +62,7 @@ def exposed_labels() -> dict[str, tuple[str, ...]]:
     Label names of a metric that has no sample yet are not in the exposition, so they are
     read from the metric objects (prometheus_client's registry index).
     """
-    registry = _registry()
+    registry = exposed_registry()
     index = registry._names_to_collectors  # noqa: SLF001 - the only place they are listed
     labels: dict[str, tuple[str, ...]] = {}
     for metric in registry.collect():

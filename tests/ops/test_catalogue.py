@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import re
 
-from tests.kit.metrics import ROOT, exposed_families, exposed_labels, exposition_name
+from prometheus_client import generate_latest
+
+from tests.kit.metrics import (
+    ROOT,
+    exposed_families,
+    exposed_labels,
+    exposed_registry,
+    exposed_sample_names,
+    exposition_name,
+)
 
 README = ROOT / "README.md"
 ROW = re.compile(r"^\|\s*`(tickstream_\w+)`\s*\|\s*(\w+)\s*\|([^|]*)\|\s*(\S[^|]*)\|\s*$")
@@ -54,3 +63,19 @@ def test_catalogue_parser_sees_a_missing_row() -> None:
         line for line in text.splitlines() if not line.startswith("| `tickstream_feed_stale`")
     )
     assert set(full) - set(catalogue(cut)) == {"tickstream_feed_stale"}
+
+
+def test_suffixes_match_the_real_exposition() -> None:
+    """The names the tests allow are those the /metrics text really declares."""
+    text = generate_latest(exposed_registry()).decode()
+    declared = [
+        (name, kind)
+        for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE)
+        if not name.endswith("_created")  # creation stamps of unlabelled counters
+    ]
+    assert len(declared) == len(exposed_families())
+    allowed = exposed_sample_names(exposed_families())
+    for name, kind in declared:
+        assert (name + "_bucket" if kind == "histogram" else name) in allowed, name
+    assert ("tickstream_orders_total", "counter") in declared
+    assert "tickstream_orders" not in allowed
