@@ -23,15 +23,32 @@ SQL_KEYWORDS: Final = re.compile(
 )
 
 
-def _literal_text(node: ast.AST) -> str:
-    # The constant text that an expression contributes (nested f-strings and concatenations).
+def _literal_text(node: ast.AST, known: dict[str, str]) -> str:
+    # The constant text an expression contributes (nested f-strings, concatenations, and
+    # names bound to string literals in the same module).
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
+    if isinstance(node, ast.Name):
+        return known.get(node.id, "")
     if isinstance(node, ast.JoinedStr):
-        return "".join(_literal_text(v) for v in node.values)
+        return "".join(_literal_text(v, known) for v in node.values)
     if isinstance(node, ast.BinOp):
-        return _literal_text(node.left) + " " + _literal_text(node.right)
+        return _literal_text(node.left, known) + " " + _literal_text(node.right, known)
     return ""
+
+
+def _string_constants(tree: ast.AST) -> dict[str, str]:
+    # NAME = "literal" (or a concatenation of literals) anywhere in the module.
+    known: dict[str, str] = {}
+    for node in ast.walk(tree):
+        value = getattr(node, "value", None)
+        if isinstance(node, ast.Assign | ast.AnnAssign) and value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if _is_static(value):
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        known[target.id] = _literal_text(value, {})
+    return known
 
 
 def _is_static(node: ast.AST) -> bool:
@@ -43,25 +60,31 @@ def _is_static(node: ast.AST) -> bool:
     return False
 
 
-def _is_sql(node: ast.AST) -> bool:
-    return bool(SQL_KEYWORDS.search(_literal_text(node)))
+def _finding(node: ast.AST, known: dict[str, str]) -> str | None:
+    def is_sql(part: ast.AST) -> bool:
+        return bool(SQL_KEYWORDS.search(_literal_text(part, known)))
 
-
-def _finding(node: ast.AST) -> str | None:
     if isinstance(node, ast.JoinedStr) and any(
         isinstance(v, ast.FormattedValue) for v in node.values
     ):
-        return "f-string" if _is_sql(node) else None
+        return "f-string" if is_sql(node) else None
     if isinstance(node, ast.BinOp):
-        if isinstance(node.op, ast.Mod) and _is_sql(node.left):
+        if isinstance(node.op, ast.Mod) and is_sql(node.left):
             return "% formatting"
-        if isinstance(node.op, ast.Add) and not _is_static(node) and _is_sql(node):
+        if isinstance(node.op, ast.Add) and not _is_static(node) and is_sql(node):
             return "+ concatenation"
+    if (
+        isinstance(node, ast.AugAssign)
+        and isinstance(node.op, ast.Add)
+        and is_sql(node.target)
+        and not _is_static(node.value)
+    ):
+        return "+= concatenation"
     if (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
         and node.func.attr == "format"
-        and _is_sql(node.func.value)
+        and is_sql(node.func.value)
     ):
         return ".format()"
     return None
@@ -69,9 +92,11 @@ def _finding(node: ast.AST) -> str | None:
 
 def check_source(source: str, filename: str = "<string>") -> list[str]:
     """Return ``file:line: how`` for every SQL text built from strings in ``source``."""
+    tree = ast.parse(source, filename)
+    known = _string_constants(tree)
     found: list[str] = []
-    for node in ast.walk(ast.parse(source, filename)):
-        how = _finding(node)
+    for node in ast.walk(tree):
+        how = _finding(node, known)
         if how is not None:
             found.append(f"{filename}:{getattr(node, 'lineno', 0)}: SQL built by {how}")
     return sorted(set(found), key=lambda f: (f.split(":")[0], int(f.split(":")[1])))

@@ -20,11 +20,16 @@ CODE = ("engine", "actors", "protocol")
 BANDIT = Path(sys.executable).with_name("bandit")
 
 PLANTED_SQL = """\
+LIST = "SELECT id FROM orders WHERE account_id = $1 ORDER BY {}"
+
 async def orders(conn, account, sort, status):
     await conn.fetch(f"SELECT * FROM orders WHERE account_id = '{account}'")
     await conn.fetch("SELECT * FROM orders ORDER BY %s" % sort)
     await conn.execute("DELETE FROM orders WHERE status = '{}'".format(status))
     query = "SELECT id FROM fills WHERE account_id = '" + account + "'"
+    await conn.fetch(LIST.format(sort), account)
+    listing = "SELECT id FROM orders ORDER BY "
+    listing += sort
     return await conn.fetch(query)
 """
 
@@ -65,12 +70,15 @@ def test_no_sql_is_built_from_strings() -> None:
 
 
 def test_sql_checker_reports_each_planted_query_with_its_line() -> None:
-    """f-string, % formatting, .format() and + concatenation of SQL are each reported."""
+    """f-string, % formatting, .format(), + and += concatenation of SQL (literal or a name
+    bound to one) are each reported."""
     assert check_source(PLANTED_SQL, "planted.py") == [
-        "planted.py:2: SQL built by f-string",
-        "planted.py:3: SQL built by % formatting",
-        "planted.py:4: SQL built by .format()",
-        "planted.py:5: SQL built by + concatenation",
+        "planted.py:4: SQL built by f-string",
+        "planted.py:5: SQL built by % formatting",
+        "planted.py:6: SQL built by .format()",
+        "planted.py:7: SQL built by + concatenation",
+        "planted.py:8: SQL built by .format()",
+        "planted.py:10: SQL built by += concatenation",
     ]
 
 
@@ -85,7 +93,7 @@ def test_sql_checker_scans_files_of_a_tree(tmp_path: Path) -> None:
     (tmp_path / "pkg" / "ok.py").write_text(CLEAN_SQL)
     (tmp_path / "pkg" / "sub" / "bad.py").write_text(PLANTED_SQL)
     found = check_tree(tmp_path, ("pkg",))
-    assert len(found) == 4
+    assert len(found) == 6
     assert all(f.startswith("pkg/sub/bad.py:") for f in found)
 
 
