@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from tests.kit.metrics import (
@@ -93,3 +94,19 @@ def test_unknown_metric_in_a_panel_is_detected() -> None:
     assert "tickstream_ticks" not in exported
     assert "tickstream_http_request_seconds_bucket" in exported
     assert not promql_metric_names("sum(rate(tickstream_ticks[5m]))") <= exported
+
+
+def test_every_query_is_scoped_by_the_job_and_instance_variables() -> None:
+    """Each metric selector filters on $job and $instance, and both variables exist."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    exported = exposed_sample_names(exposed_families())
+    for name in ("job", "instance"):
+        query = variables[name]["query"]["query"]
+        assert query.startswith("label_values(") and query.endswith(f", {name})")
+        assert promql_metric_names(query[len("label_values(") : -len(f", {name})")]) <= exported
+    for title, expr in _exprs(dashboard):
+        selectors = re.findall(r"\btickstream_\w+(\{[^}]*\})?", expr)
+        assert selectors, title
+        for matchers in selectors:
+            assert 'job=~"$job"' in matchers and 'instance=~"$instance"' in matchers, title
