@@ -203,6 +203,8 @@ async def test_pg_dump_and_restore_rebuild_identical_accounts(
             )
         )
         assert _ledger(target) == ledger
+        # What `tickstream db current` prints on the restored database: already at head.
+        assert "(head)" in migrate.current(target)
         with trio.fail_after(60):
             async with _node(cfg, target) as node:
                 after = await node.state()
