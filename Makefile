@@ -37,6 +37,7 @@ lint: install
 	$(BIN)/ruff check engine actors protocol loadtest tests
 	$(BIN)/ruff format --check engine actors protocol loadtest tests
 	$(BIN)/mypy engine actors protocol
+	$(BIN)/bandit -q -r engine actors protocol --severity-level medium
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

@@ -427,7 +427,7 @@ def _server_owner(data_dir: Path) -> pwd.struct_passwd | None:
         cmd = ["useradd", "--system", "--no-create-home", "--user-group"]
         cmd += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SYSTEM_USER]
         try:
-            subprocess.run(cmd, capture_output=True, check=True, timeout=TOOL_TIMEOUT)  # noqa: S603
+            subprocess.run(cmd, capture_output=True, check=True, timeout=TOOL_TIMEOUT)  # noqa: S603 - fixed argv, no shell
         except (OSError, subprocess.SubprocessError) as exc:
             raise EmbeddedPostgresError(f"cannot create system user {SYSTEM_USER}") from exc
         owner = pwd.getpwnam(SYSTEM_USER)

@@ -215,7 +215,7 @@ async def run(args: argparse.Namespace, dsn: str) -> Report:
         pregen=pregen,
     )
     assert proc.stdin is not None  # noqa: S101 - piped above
-    assert proc.stdout is not None  # noqa: S101
+    assert proc.stdout is not None  # noqa: S101 - piped above
     lines = _Lines(proc.stdout)
     try:
         # The in-process phases run the same frames before and after the websocket phase

@@ -586,14 +586,14 @@ class Api:
 
     def call(self, method: str, path: str, body: object | None, token: str) -> tuple[int, Any]:
         """One call; the status and the decoded body."""
-        req = urllib.request.Request(  # noqa: S310 (loopback)
+        req = urllib.request.Request(  # noqa: S310 - loopback URL of the server under test
             self.server.base + path,
             data=None if body is None else orjson.dumps(body),
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             method=method,
         )
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback URL of the server under test
                 return resp.status, orjson.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, orjson.loads(exc.read() or b"null")
