@@ -35,6 +35,7 @@ FATAL_CODES: Final = frozenset({4401, 4403, 1008, 1009, 4429})  # resubscribing 
 RECONNECT_FIRST: Final = 0.1  # seconds
 RECONNECT_MAX: Final = 5.0
 MAX_MESSAGE: Final = 64 * 1024 * 1024
+PING_EVERY: Final = 10.0  # seconds; the server closes a socket silent for its idle timeout
 
 
 class StreamSocket:
@@ -89,7 +90,7 @@ async def connect(
     url: str, token: str | None, *, header: bool = True
 ) -> AsyncIterator[StreamSocket]:
     """Open a stream socket authenticated by header (default) or by a first ``auth`` frame."""
-    headers = [("Authorization", f"Bearer {token}")] if header and token else None
+    headers = [(b"Authorization", f"Bearer {token}".encode())] if header and token else None
     async with open_websocket_url(url, extra_headers=headers, max_message_size=MAX_MESSAGE) as ws:
         sock = StreamSocket(ws)
         if token and not header:
@@ -145,8 +146,7 @@ class ResumingStream:
                         for name, pos in self.positions.items():
                             await sock.subscribe(name, since=pos.seq, epoch=pos.epoch)
                         wait = RECONNECT_FIRST
-                        while True:
-                            await self._deliver(await sock.receive())
+                        await self._pump(sock)
             except ConnectionClosed as closed:
                 code = closed.reason.code if closed.reason is not None else None
                 if code in FATAL_CODES:
@@ -159,6 +159,19 @@ class ResumingStream:
             self.reconnects += 1
             await trio.sleep(wait)
             wait = min(wait * 2, RECONNECT_MAX)
+
+    async def _pump(self, sock: StreamSocket) -> None:
+        # The server's idle timeout counts client frames only: ping every PING_EVERY.
+        ping_at = trio.current_time() + PING_EVERY
+        while True:
+            message = None
+            with trio.move_on_at(ping_at):  # receive() is cancel-safe; _deliver is not bounded
+                message = await sock.receive()
+            if message is not None:
+                await self._deliver(message)
+            if trio.current_time() >= ping_at:
+                await sock.send({"op": "ping"})
+                ping_at = trio.current_time() + PING_EVERY
 
     async def drop(self) -> None:
         """Abandon the current socket (as a network drop would); the stream resumes."""

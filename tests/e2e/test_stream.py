@@ -183,6 +183,15 @@ async def test_bad_first_frame_closes_4401(server: ServerProcess, first: dict[st
         assert await closed_with(sock) == 4401
 
 
+async def test_first_frame_token_without_read_scope_closes_4403(server: ServerProcess) -> None:
+    """A valid first-frame token that lacks ``read``: 4403 (forbidden), counted."""
+    async with connect(url(server), None) as sock:
+        await sock.ws.send_message(json.dumps({"op": "auth", "token": token("feed:publish")}))
+        assert await closed_with(sock) == 4403
+    _, metrics = server.get("/metrics")
+    assert b'tickstream_ws_closes_total{code="4403"}' in metrics
+
+
 async def test_no_auth_frame_within_five_seconds_closes_4401(server: ServerProcess) -> None:
     """Silence after the upgrade: 4401 after the 5 s budget."""
     async with connect(url(server), None) as sock:
