@@ -22,7 +22,7 @@ import trio_asyncio
 from . import apikeys, migrate
 from .config import ConfigError, DatabaseConfig, load_config
 from .context import system_clock_ms
-from .embedded_pg import EmbeddedPostgres
+from .embedded_pg import database_dsn
 from .logs import configure_logging
 from .store import DatabaseUnavailable, Store
 
@@ -118,23 +118,13 @@ def _command(args: argparse.Namespace) -> int:
         except ValueError:
             return _fail(f"not an API key id: {args.id!r}", EXIT_CONFIG)
     configure_logging("WARNING", "console")
-    pg: EmbeddedPostgres | None = None
-    if config.database.url is not None:
-        dsn = config.database.url.reveal()
-    else:
-        pg = EmbeddedPostgres(
-            Path(config.database.embedded_dir), database=config.database.embedded_database
-        )
-        dsn = pg.start()
     action = {"create": _create, "list": _list, "revoke": _revoke}[args.action]
-    try:
-        migrate.upgrade(dsn)
-        code: int = trio.run(_with_store, config.database, dsn, functools.partial(action, args))
-    except DatabaseUnavailable:
-        return _fail("database unavailable", EXIT_FAILURE)
-    finally:
-        if pg is not None:
-            pg.stop()
+    with database_dsn(config.database) as dsn:
+        try:
+            migrate.upgrade(dsn)
+            code: int = trio.run(_with_store, config.database, dsn, functools.partial(action, args))
+        except DatabaseUnavailable:
+            return _fail("database unavailable", EXIT_FAILURE)
     return code
 
 

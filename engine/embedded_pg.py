@@ -34,12 +34,14 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import ClassVar, Final
 
 import psutil
 import trio
+
+from .config import DatabaseConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -553,3 +555,21 @@ def _read_from(path: Path, offset: int) -> str:
 def _tail(path: Path) -> str:
     size = path.stat().st_size if path.exists() else 0
     return _read_from(path, max(0, size - LOG_TAIL_CHARS))
+
+
+@contextlib.contextmanager
+def database_dsn(config: DatabaseConfig) -> Iterator[str]:
+    """Yield the DSN of the configured database for a one-shot command.
+
+    With ``database.url`` that server; without, the embedded one, started for the
+    duration of the block and stopped after it.
+    """
+    if config.url is not None:
+        yield config.url.reveal()
+        return
+    pg = EmbeddedPostgres(Path(config.embedded_dir), database=config.embedded_database)
+    dsn = pg.start()
+    try:
+        yield dsn
+    finally:
+        pg.stop()

@@ -32,7 +32,7 @@ from .auth import Scope, issue_token
 from .calendar import load_calendar
 from .config import Config, ConfigError, Secret, load_config, redact_url, with_overrides
 from .context import Engine, system_clock_ms
-from .embedded_pg import EmbeddedPostgres
+from .embedded_pg import EmbeddedPostgres, database_dsn
 from .logs import configure_logging
 from .runtime import SIMULATOR_BATCH, build_runtime, check_config
 
@@ -198,15 +198,7 @@ def _db_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     configure_logging(config.log.level, "console")
-    pg: EmbeddedPostgres | None = None
-    if config.database.url is not None:
-        dsn = config.database.url.reveal()
-    else:
-        pg = EmbeddedPostgres(
-            Path(config.database.embedded_dir), database=config.database.embedded_database
-        )
-        dsn = pg.start()
-    try:
+    with database_dsn(config.database) as dsn:
         if args.action == "upgrade":
             migrate.upgrade(dsn, args.revision or "head")
             print(migrate.current(dsn).strip() or "<base>")
@@ -217,9 +209,6 @@ def _db_command(args: argparse.Namespace) -> int:
             print(migrate.current(dsn).strip() or "<base>")
         else:
             print(migrate.history(dsn).strip())
-    finally:
-        if pg is not None:
-            pg.stop()
     return EXIT_OK
 
 

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionRejected, open_websocket_url
 
-from loadtest.stream_client import ResumingStream, StreamSocket, connect
+from loadtest.stream_client import ResumingStream, connect
 from tests.kit.db import temporary_database
 from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server, wait_for
+from tests.kit.stream import closed_with, stream_url, subscribed
 from tests.kit.tokens import E2E_SECRET, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -62,11 +63,6 @@ def server() -> Iterator[ServerProcess]:
             srv.stop(signal.SIGTERM)
 
 
-def url(server: ServerProcess) -> str:
-    """The stream endpoint of ``server``."""
-    return f"ws://127.0.0.1:{server.port}/ws/v1/stream"
-
-
 def tick(server: ServerProcess, symbol: str, ltp: str, **extra: str) -> None:
     """Push one tick through the HTTP ingest endpoint."""
     body = {"ticks": [{"symbol": symbol, "ltp": ltp, "ts": int(time.time() * 1000), **extra}]}
@@ -81,22 +77,6 @@ def buy(server: ServerProcess, account: str = "ACC1", quantity: int = 65) -> dic
     )
     assert status == 201, order
     return order  # type: ignore[no-any-return]
-
-
-async def closed_with(sock: StreamSocket, budget: float = 10) -> int | None:
-    """Read until the server closes the socket; return the close code."""
-    with trio.fail_after(budget):
-        try:
-            while True:
-                await sock.receive()
-        except ConnectionClosed as closed:
-            return closed.reason.code if closed.reason is not None else None
-
-
-async def subscribed(sock: StreamSocket, channel: str, **resume: Any) -> dict[str, Any]:
-    """Subscribe and return the ``subscribed`` (or ``error``) answer."""
-    frame_id = await sock.subscribe(channel, **resume)
-    return await sock.until(lambda m: m.get("id") == frame_id)
 
 
 # ------------------------------------------------------------------ authentication
@@ -120,7 +100,7 @@ async def test_bad_header_token_is_http_401_before_the_upgrade(
     del name
     headers = [("Authorization", f"Bearer {bad}" if bad else "Basic abc")]
     with trio.fail_after(10), pytest.raises(ConnectionRejected) as rejected:
-        async with open_websocket_url(url(server), extra_headers=headers):
+        async with open_websocket_url(stream_url(server), extra_headers=headers):
             pass  # pragma: no cover - the upgrade is refused
     assert rejected.value.status_code == 401
 
@@ -137,7 +117,7 @@ async def test_alg_none_token_is_refused(server: ServerProcess) -> None:
     unsigned = f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
     with trio.fail_after(10), pytest.raises(ConnectionRejected) as rejected:
         async with open_websocket_url(
-            url(server), extra_headers=[("Authorization", f"Bearer {unsigned}")]
+            stream_url(server), extra_headers=[("Authorization", f"Bearer {unsigned}")]
         ):
             pass  # pragma: no cover
     assert rejected.value.status_code == 401
@@ -146,7 +126,7 @@ async def test_alg_none_token_is_refused(server: ServerProcess) -> None:
 async def test_token_without_read_scope_is_403(server: ServerProcess) -> None:
     """A valid token without ``read`` (feed publisher) is refused with 403."""
     with trio.fail_after(10), pytest.raises(ConnectionRejected) as rejected:
-        async with connect(url(server), token("feed:publish")):
+        async with connect(stream_url(server), token("feed:publish")):
             pass  # pragma: no cover
     assert rejected.value.status_code == 403
 
@@ -154,7 +134,7 @@ async def test_token_without_read_scope_is_403(server: ServerProcess) -> None:
 async def test_header_token_subscribes_and_pings(server: ServerProcess) -> None:
     """Header auth: the socket answers ping and subscribe at once."""
     with trio.fail_after(10):
-        async with connect(url(server), READER) as sock:
+        async with connect(stream_url(server), READER) as sock:
             frame_id = await sock.send({"op": "ping"})
             assert await sock.receive() == {"op": "pong", "id": frame_id}
 
@@ -162,7 +142,7 @@ async def test_header_token_subscribes_and_pings(server: ServerProcess) -> None:
 async def test_first_frame_auth(server: ServerProcess) -> None:
     """No header: an ``auth`` first frame authenticates the socket."""
     with trio.fail_after(10):
-        async with connect(url(server), READER, header=False) as sock:
+        async with connect(stream_url(server), READER, header=False) as sock:
             answer = await subscribed(sock, f"quotes:{FUT}")
             assert answer["op"] == "subscribed"
 
@@ -178,14 +158,14 @@ async def test_first_frame_auth(server: ServerProcess) -> None:
 )
 async def test_bad_first_frame_closes_4401(server: ServerProcess, first: dict[str, Any]) -> None:
     """A first frame that is not a valid ``auth`` closes the socket with 4401."""
-    async with connect(url(server), None) as sock:
+    async with connect(stream_url(server), None) as sock:
         await sock.ws.send_message(json.dumps(first))
         assert await closed_with(sock) == 4401
 
 
 async def test_first_frame_token_without_read_scope_closes_4403(server: ServerProcess) -> None:
     """A valid first-frame token that lacks ``read``: 4403 (forbidden), counted."""
-    async with connect(url(server), None) as sock:
+    async with connect(stream_url(server), None) as sock:
         await sock.ws.send_message(json.dumps({"op": "auth", "token": token("feed:publish")}))
         assert await closed_with(sock) == 4403
     _, metrics = server.get("/metrics")
@@ -194,7 +174,7 @@ async def test_first_frame_token_without_read_scope_closes_4403(server: ServerPr
 
 async def test_no_auth_frame_within_five_seconds_closes_4401(server: ServerProcess) -> None:
     """Silence after the upgrade: 4401 after the 5 s budget."""
-    async with connect(url(server), None) as sock:
+    async with connect(stream_url(server), None) as sock:
         started = time.monotonic()
         assert await closed_with(sock, budget=15) == 4401
         assert time.monotonic() - started >= 4.5
@@ -204,13 +184,13 @@ async def test_token_expiry_mid_connection_closes_4401_and_refresh_keeps_it_open
     server: ServerProcess,
 ) -> None:
     """A 2 s token: refreshed, the socket lives past it; not refreshed, 4401 at expiry."""
-    async with connect(url(server), token("read", ttl=2)) as sock:
+    async with connect(stream_url(server), token("read", ttl=2)) as sock:
         await sock.send({"op": "auth", "token": token("read", ttl=600)})
         await sock.until(lambda m: m.get("op") == "authenticated")
         await trio.sleep(3)
         frame_id = await sock.send({"op": "ping"})
         assert (await sock.until(lambda m: m.get("id") == frame_id))["op"] == "pong"
-    async with connect(url(server), token("read", accounts=["ACC1"], ttl=2)) as sock:
+    async with connect(stream_url(server), token("read", accounts=["ACC1"], ttl=2)) as sock:
         assert (await subscribed(sock, "account:ACC1:orders"))["op"] == "subscribed"
         started = time.monotonic()
         assert await closed_with(sock) == 4401
@@ -221,7 +201,7 @@ async def test_refresh_with_narrower_token_drops_the_subscriptions_it_no_longer_
     server: ServerProcess,
 ) -> None:
     """No subscription outlives the token that allowed it."""
-    async with connect(url(server), token("read", accounts=["ACC1", "ACC2"])) as sock:
+    async with connect(stream_url(server), token("read", accounts=["ACC1", "ACC2"])) as sock:
         assert (await subscribed(sock, "account:ACC2:pnl"))["op"] == "subscribed"
         await sock.send({"op": "auth", "token": token("read", accounts=["ACC1"])})
         error = await sock.until(lambda m: m.get("op") == "error")
@@ -235,7 +215,7 @@ async def test_account_channel_of_another_account_is_forbidden_and_the_socket_st
     server: ServerProcess,
 ) -> None:
     """``forbidden`` error frame, counted; the connection keeps working."""
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         for kind in ("orders", "positions", "pnl", "strategies"):
             answer = await subscribed(sock, f"account:ACC2:{kind}")
             assert (answer["op"], answer["code"]) == ("error", "forbidden")
@@ -246,7 +226,7 @@ async def test_account_channel_of_another_account_is_forbidden_and_the_socket_st
 
 async def test_admin_may_subscribe_to_every_account(server: ServerProcess) -> None:
     """``admin`` reads every account channel."""
-    async with connect(url(server), ADMIN) as sock:
+    async with connect(stream_url(server), ADMIN) as sock:
         for kind in ("orders", "positions", "pnl", "strategies"):
             assert (await subscribed(sock, f"account:ACC2:{kind}"))["op"] == "subscribed"
 
@@ -259,7 +239,7 @@ async def test_invalid_channel_is_a_validation_error(
     server: ServerProcess, channel: object
 ) -> None:
     """Unknown or malformed channels answer ``validation_failed``, socket open."""
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         await sock.send({"op": "subscribe", "channel": channel, "id": 5})
         answer = await sock.until(lambda m: m.get("id") == 5)
         assert (answer["op"], answer["code"]) == ("error", "validation_failed")
@@ -267,7 +247,7 @@ async def test_invalid_channel_is_a_validation_error(
 
 async def test_quotes_snapshot_then_events_with_increasing_seq(server: ServerProcess) -> None:
     """``subscribed`` carries the latest quote; every event's seq is one more than the last."""
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         answer = await subscribed(sock, "quotes:SBIN")
         assert answer["snapshot"] is None or answer["snapshot"]["symbol"] == "SBIN"
         seq = answer["seq"]
@@ -282,7 +262,7 @@ async def test_quotes_snapshot_then_events_with_increasing_seq(server: ServerPro
 
 async def test_candles_and_positions_and_pnl_follow_a_fill(server: ServerProcess) -> None:
     """A fill moves positions and P&L; the candle of the tick arrives on its channel."""
-    async with connect(url(server), token("read", accounts=["ACC2"])) as sock:
+    async with connect(stream_url(server), token("read", accounts=["ACC2"])) as sock:
         for channel in ("account:ACC2:positions", "account:ACC2:pnl", f"candles:{FUT}:1m"):
             assert (await subscribed(sock, channel))["op"] == "subscribed"
         buy(server, "ACC2")
@@ -306,7 +286,7 @@ async def test_order_events_are_sequenced_and_resume_replays_exactly_the_missed_
 ) -> None:
     """Disconnect, trade, resume with ``since``: every missed event once, in order."""
     channel = "account:ACC1:orders"
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         answer = await subscribed(sock, channel)
         assert answer["epoch"] == "ledger"
         epoch, seq = answer["epoch"], answer["seq"]
@@ -316,7 +296,7 @@ async def test_order_events_are_sequenced_and_resume_replays_exactly_the_missed_
         assert [e["data"]["kind"] for e in events] == ["order", "fill", "order"]
         last = events[-1]["seq"]
     missed = [buy(server)["id"] for _ in range(3)]
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         answer = await subscribed(sock, channel, since=last, epoch=epoch)
         assert (answer["recovered"], answer["seq"]) == (True, last)
         assert "snapshot" not in answer
@@ -326,7 +306,7 @@ async def test_order_events_are_sequenced_and_resume_replays_exactly_the_missed_
         buy(server)
         live = await sock.until(lambda m: m.get("op") == "event")
         assert live["seq"] == last + 10
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         answer = await subscribed(sock, channel, since=last + 12, epoch=epoch)
         assert (answer["recovered"], answer["seq"]) == (True, last + 12)
         frame_id = await sock.send({"op": "ping"})
@@ -346,13 +326,13 @@ async def test_resume_that_cannot_be_exact_gives_a_fresh_snapshot(
     """Wrong epoch, or a ``since`` beyond the ledger: ``recovered: false`` and a snapshot."""
     del why
     channel = "account:ACC1:orders"
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         last = (await subscribed(sock, channel))["seq"]
         answer = await subscribed(
             sock, "account:ACC1:positions"
         )  # a second channel keeps the socket busy
         assert answer["op"] == "subscribed"
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         since = max(0, last - 1) + resume.get("shift", 0)
         answer = await subscribed(sock, channel, since=since, epoch=resume["epoch"])
         assert answer["recovered"] is False
@@ -361,7 +341,7 @@ async def test_resume_that_cannot_be_exact_gives_a_fresh_snapshot(
 
 async def test_conflated_channel_resume_gives_a_fresh_snapshot(server: ServerProcess) -> None:
     """``since`` on a conflated channel: ``recovered: false`` with the latest value."""
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         answer = await subscribed(sock, f"quotes:{FUT}", since=3, epoch="x")
         assert answer["recovered"] is False and answer["snapshot"]["symbol"] == FUT
 
@@ -372,7 +352,9 @@ async def test_resuming_client_delivers_every_order_event_once_across_a_reconnec
     """The reusable client resumes by itself after the server dropped it."""
     got: list[int] = []
     with trio.fail_after(30):
-        async with ResumingStream(url(server), lambda: READER, ["account:ACC1:orders"]) as stream:
+        async with ResumingStream(
+            stream_url(server), lambda: READER, ["account:ACC1:orders"]
+        ) as stream:
             iterator = stream.__aiter__()
             while (await iterator.__anext__())["op"] != "subscribed":
                 pass

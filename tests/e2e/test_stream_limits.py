@@ -22,9 +22,10 @@ from trio_websocket import ConnectionClosed
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from loadtest.stream_client import StreamSocket, connect
+from loadtest.stream_client import connect
 from tests.kit.db import temporary_database
 from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server
+from tests.kit.stream import closed_with, stream_url
 from tests.kit.tokens import E2E_SECRET, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -84,21 +85,6 @@ def server() -> Iterator[ServerProcess]:
             srv.stop(signal.SIGTERM)
 
 
-def url(server: ServerProcess) -> str:
-    """The stream endpoint of ``server``."""
-    return f"ws://127.0.0.1:{server.port}/ws/v1/stream"
-
-
-async def closed_with(sock: StreamSocket, budget: float = 15) -> int | None:
-    """Read until the server closes the socket; return the close code."""
-    with trio.fail_after(budget):
-        try:
-            while True:
-                await sock.receive()
-        except ConnectionClosed as closed:
-            return closed.reason.code if closed.reason is not None else None
-
-
 def metric(server: ServerProcess, line: str) -> bool:
     """Whether the exposition has a sample line starting with ``line``."""
     return any(row.startswith(line) for row in server.get("/metrics")[1].decode().splitlines())
@@ -106,7 +92,7 @@ def metric(server: ServerProcess, line: str) -> bool:
 
 async def test_inbound_frame_flood_closes_4429(server: ServerProcess) -> None:
     """More frames than the per-connection bucket holds: 4429."""
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         with trio.fail_after(10):
             try:
                 for _ in range(5000):
@@ -119,7 +105,7 @@ async def test_inbound_frame_flood_closes_4429(server: ServerProcess) -> None:
 
 async def test_malformed_frames_past_the_budget_close_1008(server: ServerProcess) -> None:
     """Each malformed frame answers ``validation_failed``; past the budget 1008."""
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         await sock.ws.send_message("{not json")
         error = await sock.receive()
         assert (error["op"], error["code"]) == ("error", "validation_failed")
@@ -130,14 +116,14 @@ async def test_malformed_frames_past_the_budget_close_1008(server: ServerProcess
 
 async def test_frame_larger_than_the_limit_closes_1009(server: ServerProcess) -> None:
     """A 100 kB frame against a 64 kB limit: 1009."""
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         await sock.ws.send_message(json.dumps({"op": "ping", "pad": "x" * 100_000}))
         assert await closed_with(sock) == 1009
 
 
 async def test_subscription_cap(server: ServerProcess) -> None:
     """The subscription past ``max_subscriptions`` is refused; the socket stays open."""
-    async with connect(url(server), READER) as sock:
+    async with connect(stream_url(server), READER) as sock:
         for symbol in SYMBOLS:
             await sock.subscribe(f"quotes:{symbol}")
             for tf in ("1m", "5m", "15m", "1h", "1d"):
@@ -182,7 +168,7 @@ async def test_never_reading_client_is_closed_4008_and_a_reader_keeps_up(
     """A client that never reads is closed with 4008; the reading client misses nothing."""
     channels = [f"quotes:{s}" for s in SYMBOLS]
     stalled = stalled_client(server, channels)
-    async with connect(url(server), READER) as reader:
+    async with connect(stream_url(server), READER) as reader:
         for channel in channels:
             await reader.subscribe(channel)
         latest: dict[str, str] = {}
@@ -232,7 +218,7 @@ def test_heartbeat_idle_timeout_and_drain() -> None:
 
             async def idle() -> list[dict[str, Any]]:
                 seen: list[dict[str, Any]] = []
-                async with connect(url(srv), READER) as sock:
+                async with connect(stream_url(srv), READER) as sock:
                     started = time.monotonic()
                     with trio.fail_after(10):
                         try:
@@ -248,7 +234,7 @@ def test_heartbeat_idle_timeout_and_drain() -> None:
             assert len(beats) >= 2 and {b["op"] for b in beats} == {"heartbeat"}
 
             async def drained() -> int | None:
-                async with connect(url(srv), READER) as sock:
+                async with connect(stream_url(srv), READER) as sock:
                     frame_id = await sock.send({"op": "ping"})
                     assert (await sock.until(lambda m: m.get("id") == frame_id))["op"] == "pong"
                     srv.proc.send_signal(signal.SIGTERM)

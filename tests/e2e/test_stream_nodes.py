@@ -19,6 +19,7 @@ import trio
 from loadtest.stream_client import StreamSocket, connect
 from tests.kit.db import REDIS_URL, temporary_database
 from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server
+from tests.kit.stream import subscribed
 from tests.kit.tokens import E2E_SECRET, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -72,12 +73,6 @@ def buy(node: ServerProcess, symbol: str) -> None:
     assert status == 201, order
 
 
-async def answer(sock: StreamSocket, channel: str, **resume: Any) -> dict[str, Any]:
-    """Subscribe; return the answer to it."""
-    frame_id = await sock.subscribe(channel, **resume)
-    return await sock.until(lambda m: m.get("id") == frame_id)
-
-
 async def events(sock: StreamSocket, channel: str, count: int) -> list[dict[str, Any]]:
     """The next ``count`` events of ``channel``."""
     out: list[dict[str, Any]] = []
@@ -97,8 +92,8 @@ async def test_a_subscriber_on_node_2_receives_what_node_1_produces(
     url = f"ws://127.0.0.1:{second.port}/ws/v1/stream"
     orders = "account:ACC1:orders"
     async with connect(url, READER) as sock:
-        assert (await answer(sock, f"quotes:{symbol}"))["op"] == "subscribed"
-        start = (await answer(sock, orders))["seq"]
+        assert (await subscribed(sock, f"quotes:{symbol}"))["op"] == "subscribed"
+        start = (await subscribed(sock, orders))["seq"]
         tick(first, symbol, "101.5")
         quote = (await events(sock, f"quotes:{symbol}", 1))[0]
         assert quote["data"]["ltp"] == "101.5" and quote["data"]["symbol"] == symbol
@@ -108,7 +103,7 @@ async def test_a_subscriber_on_node_2_receives_what_node_1_produces(
         assert [e["data"]["kind"] for e in got] == ["order", "fill", "order"]
     buy(first, symbol)
     async with connect(url, READER) as sock:
-        resumed = await answer(sock, orders, since=start + 3, epoch="ledger")
+        resumed = await subscribed(sock, orders, since=start + 3, epoch="ledger")
         assert resumed["recovered"] is True
         replay = await events(sock, orders, 3)
         assert [e["seq"] for e in replay] == [start + 4, start + 5, start + 6]

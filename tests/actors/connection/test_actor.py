@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -10,12 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from actors.account.supervisor import Accounts
 from actors.connection.actor import StreamConnection
 from actors.connection.hub import StreamHub
-from actors.market.actor import MarketActor
-from actors.market.instruments import InstrumentMaster
-from engine.calendar import load_calendar
 from engine.config import Config, with_overrides
 from engine.context import Engine
 from protocol import parse_stream_frame
@@ -64,17 +59,6 @@ class Socket:
 def engine(config: Config) -> Engine:
     """An engine with tight stream limits over fakes."""
     return fake_engine(with_overrides(config, stream=STREAM), FakeClock(1_764_000_000_000))
-
-
-@pytest.fixture
-async def hub(engine: Engine) -> AsyncIterator[StreamHub]:
-    """A running hub over an idle market."""
-    market = MarketActor(engine, InstrumentMaster(engine.store), load_calendar())
-    hub = StreamHub(engine, market, Accounts(engine, market), None)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(hub.run)
-        yield hub
-        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -10,7 +10,6 @@ import pytest
 import trio
 import trio.testing
 
-from actors.account.supervisor import Accounts
 from actors.connection.hub import (
     LOAD_EVENTS,
     StreamHub,
@@ -19,9 +18,6 @@ from actors.connection.hub import (
     event_frame,
 )
 from actors.connection.outbox import Outbox
-from actors.market.actor import MarketActor
-from actors.market.instruments import InstrumentMaster
-from engine.calendar import load_calendar
 from engine.config import Config, with_overrides
 from engine.context import Engine
 from protocol import ProtocolError, parse_channel
@@ -67,17 +63,6 @@ def engine(config: Config, store: LedgerStore) -> Engine:
     """An engine over the fake ledger, with a small outbox and retention."""
     cfg = with_overrides(config, stream={"retention": 4, "replay_max": 50})
     return fake_engine(cfg, FakeClock(NOW_MS), store)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def hub(engine: Engine) -> AsyncIterator[StreamHub]:
-    """A running hub (market actor and accounts idle)."""
-    market = MarketActor(engine, InstrumentMaster(engine.store), load_calendar())
-    hub = StreamHub(engine, market, Accounts(engine, market), None)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(hub.run)
-        yield hub
-        nursery.cancel_scope.cancel()
 
 
 class Closes:

@@ -1,0 +1,26 @@
+"""A running stream hub over whatever ``engine`` fixture the test module defines."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from actors.account.supervisor import Accounts
+from actors.connection.hub import StreamHub
+from actors.market.actor import MarketActor
+from actors.market.instruments import InstrumentMaster
+from engine.calendar import load_calendar
+from engine.context import Engine
+
+
+@pytest.fixture
+async def hub(engine: Engine) -> AsyncIterator[StreamHub]:
+    """A running hub over an idle market actor and no account actors."""
+    market = MarketActor(engine, InstrumentMaster(engine.store), load_calendar())
+    hub = StreamHub(engine, market, Accounts(engine, market), None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        yield hub
+        nursery.cancel_scope.cancel()
