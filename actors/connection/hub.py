@@ -219,6 +219,10 @@ class StreamHub:
                 ``not_found``); the subscriber is then unregistered.
         """
         channel = subscriber.channel
+        account = channel.account
+        if account is not None and self._accounts.get(account) is None:
+            await trio.lowlevel.checkpoint()
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such account", {"account": account})
         state = self._states.get(channel.name)
         if state is None:
             state = ChannelState(channel, LEDGER_EPOCH if channel.lossless else self.epoch)

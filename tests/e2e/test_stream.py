@@ -229,6 +229,8 @@ async def test_admin_may_subscribe_to_every_account(server: ServerProcess) -> No
     async with connect(stream_url(server), ADMIN) as sock:
         for kind in ("orders", "positions", "pnl", "strategies"):
             assert (await subscribed(sock, f"account:ACC2:{kind}"))["op"] == "subscribed"
+            answer = await subscribed(sock, f"account:NOPE:{kind}")
+            assert (answer["op"], answer["code"]) == ("error", "not_found")
 
 
 @pytest.mark.parametrize(
