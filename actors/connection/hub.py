@@ -26,6 +26,7 @@ import protocol
 from engine.bus import Subscription
 from engine.config import StreamConfig
 from engine.context import Engine
+from engine.mailbox import MailboxClosed, MailboxFull
 from engine.store import Connection as DbConnection
 from protocol import Channel, ChannelKind, ErrorCode, ProtocolError
 
@@ -166,8 +167,20 @@ class StreamHub:
     async def _pump(self, sub: Subscription) -> None:
         async for message in sub:
             state = self._states.get(message.channel)
-            if state is not None and state.subscribers:
+            if state is None or not state.subscribers:
+                continue
+            try:
                 await self._dispatch(state, message.data)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                LOG.warning("unreadable bus message on %s dropped", message.channel[:64])
+            except ProtocolError as exc:
+                # The ledger could not fill a gap: the subscribers resume by themselves
+                # (the ledger answers their resume once it is back), nothing is skipped.
+                LOG.warning(
+                    "%s: gap not filled (%s); subscribers resume", state.channel.name, exc.code
+                )
+                for subscriber in tuple(state.subscribers):
+                    subscriber.close(4008, "events missed; resume")
 
     async def _dispatch(self, state: ChannelState, data: bytes) -> None:
         channel = state.channel
@@ -316,7 +329,7 @@ class StreamHub:
     async def _ask(self, mailbox: Any, command: Any, reply: Any) -> Any:
         try:
             mailbox.send_nowait(command)
-        except Exception:  # MailboxFull, MailboxClosed
+        except (MailboxFull, MailboxClosed):
             raise ProtocolError(
                 ErrorCode.BUSY, "actor busy; subscribe again", retry_after=1
             ) from None

@@ -20,6 +20,7 @@ from actors.connection.hub import (
 from actors.connection.outbox import Outbox
 from engine.config import Config, with_overrides
 from engine.context import Engine
+from engine.store import DatabaseUnavailable
 from protocol import ProtocolError, parse_channel
 from tests.kit.fakes import FakeClock, fake_engine
 
@@ -33,11 +34,14 @@ class LedgerStore:
         self.events: list[tuple[int, dict[str, object]]] = []
         self.gate: trio.Event | None = None
         self.reads: list[str] = []
+        self.down = False
 
     async def run_unit(self, unit: Callable[[Any], Any], *, transaction: bool = True) -> Any:
         if self.gate is not None:
             await self.gate.wait()
         await trio.lowlevel.checkpoint()
+        if self.down:
+            raise DatabaseUnavailable("test")
         return await unit(self)
 
     async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
@@ -261,3 +265,21 @@ async def test_candles_conflate_per_bar(engine: Engine, hub: StreamHub) -> None:
 def test_conflation_keys(channel: str, data: dict[str, str], key: object) -> None:
     """Positions per symbol, strategies per id, the rest per channel."""
     assert _conflation_key(parse_channel(channel), orjson.dumps(data)) == key
+
+
+async def test_unreadable_bus_messages_are_dropped_and_an_unfilled_gap_makes_clients_resume(
+    engine: Engine, hub: StreamHub, store: LedgerStore
+) -> None:
+    """A broken message does not stop the hub; a gap the ledger cannot fill closes 4008."""
+    sub, closes = subscriber("account:ACC1:orders")
+    await hub.subscribe(sub, None, None)
+    await engine.bus.publish("account:ACC1:orders", b"not json")
+    await engine.bus.publish("account:ACC1:orders", b'{"no": "seq"}')
+    await engine.bus.publish("account:ACC1:orders", order_event(1))
+    await trio.testing.wait_all_tasks_blocked()
+    assert [m["seq"] for m in await drain(sub.outbox)] == [1]
+    store.down = True
+    await engine.bus.publish("account:ACC1:orders", order_event(3))
+    await trio.testing.wait_all_tasks_blocked()
+    assert closes.codes == [4008]
+    assert len(sub.outbox) == 0  # never event 3 without event 2
