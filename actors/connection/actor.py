@@ -29,6 +29,7 @@ LOG = logging.getLogger(__name__)
 SLOW_CONSUMER: Final = 4008
 RATE_LIMITED: Final = 4429
 IDLE: Final = 1000
+KICKED: Final = 4403  # an operator's connection.kick: forbidden from now on
 HEARTBEAT_KEY: Final = "heartbeat"
 
 Send = Callable[[str], Awaitable[None]]
@@ -37,7 +38,16 @@ Send = Callable[[str], Awaitable[None]]
 class StreamConnection:
     """Subscriptions and outbound traffic of one ``/ws/v1/stream`` socket."""
 
-    def __init__(self, engine: Engine, hub: StreamHub, send: Send, close: Closer) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        hub: StreamHub,
+        send: Send,
+        close: Closer,
+        *,
+        sub: str = "",
+        remote: str | None = None,
+    ) -> None:
         self._engine = engine
         self._config = engine.config.stream
         self._hub = hub
@@ -54,6 +64,24 @@ class StreamConnection:
         self._progress = trio.Event()
         self.sent_frames = 0
         self.sent_messages = 0
+        self.sub = sub  # the token subject, set once authenticated
+        self.remote = remote
+        self.id = hub.registry.register(self)
+
+    def info(self) -> dict[str, object]:
+        """Return ``{id, sub, remote, subscriptions, queued}`` for ``connections.list``."""
+        return {
+            "id": self.id,
+            "sub": self.sub,
+            "remote": self.remote,
+            "subscriptions": len(self.subscriptions),
+            "queued": len(self.outbox),
+        }
+
+    def kick(self) -> None:
+        """Close the socket with 4403 (an operator's ``connection.kick``); never waits."""
+        LOG.warning("stream connection %d (%s) kicked by an operator", self.id, self.sub)
+        self._close(KICKED, "kicked by an operator")
 
     # ------------------------------------------------------------------ inbound
 
@@ -144,6 +172,7 @@ class StreamConnection:
 
     def shutdown(self) -> None:
         """Drop every subscription and stop the sender (the socket is going away)."""
+        self._hub.registry.unregister(self.id)
         for name in list(self.subscriptions):
             self.drop(name)
         self.outbox.close()
