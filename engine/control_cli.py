@@ -14,7 +14,12 @@ from typing import Any, Final
 
 import orjson
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    open_websocket_url,
+)
 
 from protocol import COMMANDS, LOG_LEVELS
 
@@ -48,8 +53,12 @@ async def send_command(url: str, token: str, frame: dict[str, object]) -> dict[s
                     answer = orjson.loads(await ws.get_message())
                     if isinstance(answer, dict) and answer.get("op") in ("result", "error"):
                         return answer
+    except ConnectionRejected as exc:
+        raise ChannelError(f"handshake refused: HTTP {exc.status_code}") from None
     except HandshakeError as exc:
-        raise ChannelError(f"handshake refused: {exc}") from None
+        # trio-websocket wraps a failed TCP connect (refused, timed out) in this one.
+        cause = exc.__cause__ or exc.__context__ or exc
+        raise ChannelError(f"cannot reach {url}: {cause!r}") from None
     except ConnectionClosed as exc:
         raise ChannelError(f"closed before answering: {exc.reason}") from None
     except (OSError, trio.TooSlowError) as exc:
