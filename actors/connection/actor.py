@@ -23,6 +23,7 @@ from protocol import Channel, ErrorCode, ProtocolError, StreamRequest
 
 from .hub import Closer, StreamHub, Subscriber
 from .outbox import Outbox, SlowConsumer
+from .registry import ConnectionInfo
 
 LOG = logging.getLogger(__name__)
 
@@ -68,15 +69,11 @@ class StreamConnection:
         self.remote = remote
         self.id = hub.registry.register(self)
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> ConnectionInfo:
         """Return ``{id, sub, remote, subscriptions, queued}`` for ``connections.list``."""
-        return {
-            "id": self.id,
-            "sub": self.sub,
-            "remote": self.remote,
-            "subscriptions": len(self.subscriptions),
-            "queued": len(self.outbox),
-        }
+        return ConnectionInfo(
+            self.id, self.sub, self.remote, len(self.subscriptions), len(self.outbox)
+        )
 
     def kick(self) -> None:
         """Close the socket with 4403 (an operator's ``connection.kick``); never waits."""

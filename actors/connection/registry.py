@@ -7,14 +7,30 @@ Ids are small integers, never reused while the node runs, so an operator who rea
 from __future__ import annotations
 
 import itertools
+from dataclasses import asdict, dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """One line of ``connections.list``."""
+
+    id: int
+    sub: str
+    remote: str | None
+    subscriptions: int
+    queued: int  # frames waiting in the connection's outbox
+
+    def to_wire(self) -> dict[str, object]:
+        """Return ``{id, sub, remote, subscriptions, queued}``."""
+        return asdict(self)
 
 
 class Listed(Protocol):
     """What the registry needs of a connection."""
 
-    def info(self) -> dict[str, object]:
-        """Return ``{id, sub, remote, subscriptions, queued}``."""
+    def info(self) -> ConnectionInfo:
+        """Return the connection's id, subject, address, subscriptions and queue depth."""
         ...
 
     def kick(self) -> None:

@@ -80,7 +80,9 @@ class Controller:
                 return Outcome({"paused": False})
             case "connections.list":
                 hub = actors.stream
-                conns = [] if hub is None else [c.info() for c in hub.registry.connections()]
+                conns = (
+                    [] if hub is None else [c.info().to_wire() for c in hub.registry.connections()]
+                )
                 return Outcome({"items": conns})
             case "connection.kick":
                 return Outcome(*self._kick(_given(command.connection)))
@@ -108,7 +110,7 @@ class Controller:
         sample = engine.metrics.registry.get_sample_value
         conns = [] if actors.stream is None else actors.stream.registry.connections()
         infos = [c.info() for c in conns]
-        queued = [int(str(i["queued"])) for i in infos]
+        queued = [i.queued for i in infos]
         handles = actors.accounts.handles()
         market = actors.market.statistics()
         return {
@@ -116,7 +118,7 @@ class Controller:
             "ws_connections": int(sample("tickstream_ws_connections") or 0),
             "stream": {
                 "connections": len(infos),
-                "subscriptions": sum(int(str(i["subscriptions"])) for i in infos),
+                "subscriptions": sum(i.subscriptions for i in infos),
                 "channels": 0 if actors.stream is None else actors.stream.channels,
                 "events": 0 if actors.stream is None else actors.stream.events,
                 "queued": sum(queued),
@@ -147,7 +149,8 @@ class Controller:
         cmd = cmd[:64]
         # Unknown commands share one label: a client cannot grow the label set.
         self._counted.labels(cmd if cmd in COMMANDS else "unknown", str(ok).lower()).inc()
-        SECURITY_LOG.info(
+        # WARNING like every security event: lowering the log level must not hide them.
+        SECURITY_LOG.warning(
             "security event: admin command",
             extra={"sub": sub, "cmd": cmd, "ok": ok, "error": error},
         )

@@ -98,7 +98,9 @@ def control_blueprint(engine: Engine, actors: Actors) -> Blueprint:
                 raise
             except ProtocolError as exc:
                 result = _failure(command.id, exc.code, exc.message, dict(exc.details))
-                await audited(principal.sub, command.cmd, command.args(), False, str(exc.code))
+                await audited(
+                    principal.sub, command.cmd, command.args(), False, f"{exc.code}: {exc.message}"
+                )
             except Exception:
                 LOG.exception("control command %s failed", command.cmd)
                 result = _failure(command.id, ErrorCode.INTERNAL, "internal error", None)
