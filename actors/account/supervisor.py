@@ -45,6 +45,9 @@ class Accounts:
         self._engine = engine
         self._market = market
         self._handles: dict[str, AccountHandle] = {}
+        # NOTE: ops restarts and halts run one at a time: a rebuild reads the halt from
+        # the table, and a halt written between that read and its use would be undone.
+        self._ops = trio.Lock()
         self.supervisor = Supervisor(
             "accounts",
             [],
@@ -120,7 +123,8 @@ class Accounts:
         if handle is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such account", {"account": account_id})
         try:
-            await self.supervisor.restart_child(account_id)
+            async with self._ops:
+                await self.supervisor.restart_child(account_id)
         except ChildStartError as exc:
             self._engine.metrics.quarantines.labels("accounts", account_id).inc()
             self._quarantine(account_id, exc.__cause__)
@@ -142,9 +146,11 @@ class Accounts:
         handle = self._handles.get(account_id)
         if handle is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such account", {"account": account_id})
-        # NOTE: the row first: a halt that failed to persist must not look applied.
-        await self._engine.store.execute(SET_STATUS, account_id, "halted" if halted else "active")
-        handle.halted = halted
+        async with self._ops:
+            # NOTE: the row first: a halt that failed to persist must not look applied.
+            status = "halted" if halted else "active"
+            await self._engine.store.execute(SET_STATUS, account_id, status)
+            handle.halted = halted
         LOG.warning("account %s %s", account_id, "halted" if halted else "resumed")
 
     async def _start(self, account_id: str) -> None:

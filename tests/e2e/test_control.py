@@ -332,6 +332,16 @@ async def test_audit_lists_commands_newest_first(server: ServerProcess) -> None:
     assert items[0]["ts"] >= items[1]["ts"] >= items[2]["ts"]
     status, page = call(server, "GET", "/v1/admin/audit?limit=2&offset=1", tok=ADMIN)
     assert [i["cmd"] for i in page["items"]] == ["account.halt", "accounts.list"]
+    # Each one is also a structured security event and a counted command.
+    assert "security event: admin command" in server.output()
+    assert "bogus.cmd" in server.output()
+    assert metric(server, 'tickstream_control_commands_total{cmd="unknown",ok="false"}') >= 1
+    listed = metric(server, 'tickstream_control_commands_total{cmd="accounts.list",ok="true"}')
+    await send(server, "accounts.list")
+    assert (
+        metric(server, 'tickstream_control_commands_total{cmd="accounts.list",ok="true"}')
+        == listed + 1
+    )
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=501", "limit=x", "offset=-1", "page=2"])
