@@ -27,7 +27,7 @@ from trio_websocket import HandshakeError
 from actors.feed.publisher import PublishError, WsPublisher, connect
 from actors.feed.simulator import MarketSimulator, SimulatorFeed
 
-from . import apikey_cli, migrate
+from . import apikey_cli, control_cli, migrate
 from .auth import Scope, issue_token
 from .calendar import load_calendar
 from .config import Config, ConfigError, Secret, load_config, redact_url, with_overrides
@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_db.add_argument("revision", nargs="?", help="target revision (upgrade: head, downgrade: -1)")
     p_db.set_defaults(func=_db_command)
     apikey_cli.add_parser(sub)
+    control_cli.add_parser(sub)
     return parser
 
 

@@ -9,6 +9,11 @@ from ._channels import ChannelKind as ChannelKind
 from ._channels import StreamRequest as StreamRequest
 from ._channels import parse_channel as parse_channel
 from ._channels import parse_stream_frame as parse_stream_frame
+from ._control import COMMANDS as COMMANDS
+from ._control import LOG_LEVELS as LOG_LEVELS
+from ._control import ControlCommand as ControlCommand
+from ._control import ControlError as ControlError
+from ._control import parse_control_frame as parse_control_frame
 from ._decimal import DecimalFormatError as DecimalFormatError
 from ._decimal import parse_count as parse_count
 from ._decimal import parse_decimal as parse_decimal

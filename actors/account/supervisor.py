@@ -35,6 +35,7 @@ INSERT_ACCOUNT: Final = (
     "INSERT INTO accounts (id, name, status, created_ts) VALUES ($1, $2, 'active', $3)"
 )
 LIST_ACCOUNTS: Final = "SELECT id, name, status, created_ts FROM accounts ORDER BY id"
+SET_STATUS: Final = "UPDATE accounts SET status = $2 WHERE id = $1"
 
 
 class Accounts:
@@ -44,6 +45,9 @@ class Accounts:
         self._engine = engine
         self._market = market
         self._handles: dict[str, AccountHandle] = {}
+        # NOTE: ops restarts and halts run one at a time: a rebuild reads the halt from
+        # the table, and a halt written between that read and its use would be undone.
+        self._ops = trio.Lock()
         self.supervisor = Supervisor(
             "accounts",
             [],
@@ -103,6 +107,7 @@ class Accounts:
                     "name": row["name"],
                     "status": row["status"],
                     "state": handle.state if handle else "stopped",
+                    "halted": handle.halted if handle else row["status"] == "halted",
                     "created_ts": row["created_ts"],
                 }
             )
@@ -118,7 +123,8 @@ class Accounts:
         if handle is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such account", {"account": account_id})
         try:
-            await self.supervisor.restart_child(account_id)
+            async with self._ops:
+                await self.supervisor.restart_child(account_id)
         except ChildStartError as exc:
             self._engine.metrics.quarantines.labels("accounts", account_id).inc()
             self._quarantine(account_id, exc.__cause__)
@@ -127,6 +133,25 @@ class Accounts:
                 "account could not restart and is quarantined",
                 {"account": account_id},
             ) from None
+
+    async def set_halted(self, account_id: str, halted: bool) -> None:
+        """Halt (kill switch) or resume one account, persisted in ``accounts.status``.
+
+        A halted account refuses new orders with 409 ``account_halted``; its actor keeps
+        running with its state, and a restart reads the halt back from the table.
+
+        Raises:
+            ProtocolError: ``not_found``.
+        """
+        handle = self._handles.get(account_id)
+        if handle is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such account", {"account": account_id})
+        async with self._ops:
+            # NOTE: the row first: a halt that failed to persist must not look applied.
+            status = "halted" if halted else "active"
+            await self._engine.store.execute(SET_STATUS, account_id, status)
+            handle.halted = halted
+        LOG.warning("account %s %s", account_id, "halted" if halted else "resumed")
 
     async def _start(self, account_id: str) -> None:
         handle = self._handles.get(account_id)

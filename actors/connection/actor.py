@@ -23,12 +23,14 @@ from protocol import Channel, ErrorCode, ProtocolError, StreamRequest
 
 from .hub import Closer, StreamHub, Subscriber
 from .outbox import Outbox, SlowConsumer
+from .registry import ConnectionInfo
 
 LOG = logging.getLogger(__name__)
 
 SLOW_CONSUMER: Final = 4008
 RATE_LIMITED: Final = 4429
 IDLE: Final = 1000
+KICKED: Final = 4403  # an operator's connection.kick: forbidden from now on
 HEARTBEAT_KEY: Final = "heartbeat"
 
 Send = Callable[[str], Awaitable[None]]
@@ -37,7 +39,16 @@ Send = Callable[[str], Awaitable[None]]
 class StreamConnection:
     """Subscriptions and outbound traffic of one ``/ws/v1/stream`` socket."""
 
-    def __init__(self, engine: Engine, hub: StreamHub, send: Send, close: Closer) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        hub: StreamHub,
+        send: Send,
+        close: Closer,
+        *,
+        sub: str = "",
+        remote: str | None = None,
+    ) -> None:
         self._engine = engine
         self._config = engine.config.stream
         self._hub = hub
@@ -54,6 +65,20 @@ class StreamConnection:
         self._progress = trio.Event()
         self.sent_frames = 0
         self.sent_messages = 0
+        self.sub = sub  # the token subject, set once authenticated
+        self.remote = remote
+        self.id = hub.registry.register(self)
+
+    def info(self) -> ConnectionInfo:
+        """Return ``{id, sub, remote, subscriptions, queued}`` for ``connections.list``."""
+        return ConnectionInfo(
+            self.id, self.sub, self.remote, len(self.subscriptions), len(self.outbox)
+        )
+
+    def kick(self) -> None:
+        """Close the socket with 4403 (an operator's ``connection.kick``); never waits."""
+        LOG.warning("stream connection %d (%s) kicked by an operator", self.id, self.sub)
+        self._close(KICKED, "kicked by an operator")
 
     # ------------------------------------------------------------------ inbound
 
@@ -144,6 +169,7 @@ class StreamConnection:
 
     def shutdown(self) -> None:
         """Drop every subscription and stop the sender (the socket is going away)."""
+        self._hub.registry.unregister(self.id)
         for name in list(self.subscriptions):
             self.drop(name)
         self.outbox.close()

@@ -39,6 +39,7 @@ from ..market.live import UniverseCache
 from ..strategy.actor import StrategyActor
 from ..strategy.messages import ListQuery, ListStrategies
 from .outbox import Outbox, SlowConsumer
+from .registry import ConnectionRegistry
 
 LOG = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class StreamHub:
         self._states: dict[str, ChannelState] = {}
         self.epoch = secrets.token_hex(6)  # this node's history of conflated channels
         self.events = 0
+        self.registry = ConnectionRegistry()  # open connections, for the control channel
 
     # ------------------------------------------------------------------ running
 

@@ -195,6 +195,9 @@ def accounts_blueprint(engine: Engine, actors: Actors) -> Blueprint:
     async def place_order(account_id: str) -> Response:
         """Place an order; ``Idempotency-Key`` makes retries safe (same key, same body)."""
         handle = handle_for(account_id, trade=True)
+        if engine.lifecycle.draining.is_set():
+            # Draining (SIGTERM or the control channel's engine.drain): no new work.
+            raise ProtocolError(ErrorCode.BUSY, "engine is draining", retry_after=1)
         raw = await request.get_data()
         try:
             req = parse_order_request(protocol.loads(raw))

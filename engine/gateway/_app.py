@@ -21,6 +21,7 @@ from protocol import ErrorCode, ProtocolError
 from ..context import Engine
 from ._accounts import accounts_blueprint
 from ._analytics import analytics_blueprint
+from ._control import control_blueprint
 from ._edge import register_security
 from ._health import health_blueprint
 from ._ingest import ingest_blueprint
@@ -88,6 +89,7 @@ def create_app(engine: Engine, actors: Actors | None = None) -> QuartTrio:
         app.register_blueprint(ingest_blueprint(engine, actors))
         app.register_blueprint(market_blueprint(engine, actors))
         app.register_blueprint(accounts_blueprint(engine, actors))
+        app.register_blueprint(control_blueprint(engine, actors))
         app.register_blueprint(analytics_blueprint(engine, actors.market.calendar))
         app.register_blueprint(live_blueprint(engine, actors))
         app.register_blueprint(strategies_blueprint(engine, actors, actors.strategies))

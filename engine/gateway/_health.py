@@ -60,7 +60,9 @@ def health_blueprint(engine: Engine, actors: Actors | None = None) -> Blueprint:
             nursery.start_soon(check, "database", engine.store.ping)
             nursery.start_soon(check, "bus", engine.bus.ping)
         down = sorted(name for name, state in checks.items() if state != "ok")
-        body: dict[str, object] = {"status": "ready" if not down else "unready", "checks": checks}
+        draining = engine.lifecycle.draining.is_set()
+        status = "unready" if down else "draining" if draining else "ready"
+        body: dict[str, object] = {"status": status, "checks": checks}
         if actors is not None:
             # A stale feed raises an alert (metric, log) but never makes the node unready.
             body["feed"] = actors.market.health().to_wire()
@@ -70,7 +72,10 @@ def health_blueprint(engine: Engine, actors: Actors | None = None) -> Blueprint:
                 "message": "not ready: " + ", ".join(down) + " down",
                 "details": {"down": down},
             }
-        return json_response(body, 503 if down else 200)
+        elif draining:
+            # Taken out of the load balancer while it finishes (engine.drain, SIGTERM).
+            body["error"] = {"code": "busy", "message": "not ready: draining"}
+        return json_response(body, 503 if down or draining else 200)
 
     @bp.get("/metrics")
     async def metrics() -> Response:

@@ -43,7 +43,21 @@ def stream_blueprint(engine: Engine, hub: StreamHub) -> Blueprint:
         async def send(text: str) -> None:
             await websocket.send(text)
 
-        conn = StreamConnection(engine, hub, send, session.end)
+        principal = session.principal
+        conn = StreamConnection(
+            engine,
+            hub,
+            send,
+            session.end,
+            sub=principal.sub if principal is not None else "",
+            remote=session.remote,
+        )
+
+        async def identify() -> None:
+            # Runs once authenticated (a first-frame token is known only then).
+            if session.principal is not None:
+                conn.sub = session.principal.sub
+            await trio.lowlevel.checkpoint()
 
         def allowed(principal: Principal, channel: Channel) -> bool:
             account = channel.account
@@ -67,6 +81,7 @@ def stream_blueprint(engine: Engine, hub: StreamHub) -> Blueprint:
 
         async def reauthorised(principal: Principal) -> None:
             # No subscription outlives the token that allowed it.
+            conn.sub = principal.sub
             for name, subscriber in list(conn.subscriptions.items()):
                 if not allowed(principal, subscriber.channel):
                     conn.drop(name)
@@ -80,7 +95,7 @@ def stream_blueprint(engine: Engine, hub: StreamHub) -> Blueprint:
         try:
             await session.serve(
                 handle,
-                tasks=(conn.run_sender, conn.watch_idle),
+                tasks=(identify, conn.run_sender, conn.watch_idle),
                 on_frame=conn.inbound,
                 on_auth=reauthorised,
                 flush=flush,

@@ -113,11 +113,15 @@ class WsSession:
 
     async def malformed(self, frame_id: object, message: str) -> None:
         """Answer a malformed frame; past the budget close the socket with 1008."""
+        self.spend_malformed()
+        await self.send_error(frame_id, ErrorCode.VALIDATION_FAILED, message)
+
+    def spend_malformed(self) -> None:
+        """Count a malformed frame the caller answers itself; past the budget: 1008."""
         self._malformed += 1
         self._engine.metrics.ws_malformed.inc()
         if self._malformed > MALFORMED_BUDGET:
             raise _Closed(CloseCode.POLICY, "too many malformed frames")
-        await self.send_error(frame_id, ErrorCode.VALIDATION_FAILED, message)
 
     async def serve(
         self,

@@ -20,6 +20,11 @@ SOURCES = sorted(PROTOCOL_DIR.glob("*.py"))
 # name must be a deliberate change of this list.
 EXPECTED_EXPORTS = sorted(
     [
+        "COMMANDS",
+        "ControlCommand",
+        "ControlError",
+        "LOG_LEVELS",
+        "parse_control_frame",
         "DecimalFormatError",
         "ErrorCode",
         "HTTP_STATUS",
