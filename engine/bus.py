@@ -109,6 +109,12 @@ class Subscription:
         await trio.lowlevel.checkpoint()
         return self._buffer.popleft()
 
+    def take_ready(self) -> list[BusMessage]:
+        """Take every message already buffered, without waiting (possibly none)."""
+        ready = list(self._buffer)
+        self._buffer.clear()
+        return ready
+
     def __aiter__(self) -> AsyncIterator[BusMessage]:
         return self._iterate()
 

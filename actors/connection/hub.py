@@ -167,39 +167,42 @@ class StreamHub:
                 bus.unsubscribe(sub)
 
     async def _pump(self, sub: Subscription) -> None:
-        async for message in sub:
-            state = self._states.get(message.channel)
-            if state is None or not state.subscribers:
-                continue
+        # NOTE: every message already buffered is fanned out before the senders run, so a
+        # subscriber behind several channels gets them in one frame; taking one message
+        # per checkpoint made every sender write each event as a frame of its own.
+        while True:
             try:
-                await self._dispatch(state, message.data)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                LOG.warning("unreadable bus message on %s dropped", message.channel[:64])
-            except ProtocolError as exc:
-                # The ledger could not fill a gap: the subscribers resume by themselves
-                # (the ledger answers their resume once it is back), nothing is skipped.
-                LOG.warning(
-                    "%s: gap not filled (%s); subscribers resume", state.channel.name, exc.code
-                )
-                for subscriber in tuple(state.subscribers):
-                    subscriber.close(4008, "events missed; resume")
+                first = await sub.receive()
+            except trio.EndOfChannel:
+                return
+            for message in (first, *sub.take_ready()):
+                state = self._states.get(message.channel)
+                if state is not None and state.subscribers:
+                    await self._dispatch(state, message.data)
 
     async def _dispatch(self, state: ChannelState, data: bytes) -> None:
         channel = state.channel
-        if channel.lossless:
+        try:
+            if not channel.lossless:
+                state.seq += 1
+                self._fan_out(state, state.seq, _conflation_key(channel, data), data)
+                return
             wrapped = orjson.loads(data)
             seq = int(wrapped["seq"])
             if seq <= state.seq:
-                await trio.lowlevel.checkpoint()
                 return  # republished from the outbox after a restart, or out of date
             if state.seq and seq > state.seq + 1:
                 for missed_seq, missed in await self._ledger_events(channel, state.seq, seq - 1):
                     self._fan_out(state, missed_seq, None, missed)
             self._fan_out(state, seq, None, protocol.dumps(wrapped["data"]))
-            return
-        state.seq += 1
-        self._fan_out(state, state.seq, _conflation_key(channel, data), data)
-        await trio.lowlevel.checkpoint()
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            LOG.warning("unreadable bus message on %s dropped", channel.name[:64])
+        except ProtocolError as exc:
+            # The ledger could not fill a gap: the subscribers resume by themselves (the
+            # ledger answers their resume once it is back), nothing is skipped.
+            LOG.warning("%s: gap not filled (%s); subscribers resume", channel.name, exc.code)
+            for subscriber in tuple(state.subscribers):
+                subscriber.close(4008, "events missed; resume")
 
     def _fan_out(self, state: ChannelState, seq: int, key: object, data: bytes) -> None:
         frame = event_frame(state.channel.name, seq, data)
