@@ -131,7 +131,7 @@ async def measure_all(args: argparse.Namespace, srv: ServerProcess, secret: str)
     channels = [f"quotes:{s}" for s in names]
     reader = _token(secret, "bench-reader", Scope.READ)
     feed = _token(secret, "bench-feed", Scope.FEED_PUBLISH)
-    stats = {"ticks": 0, "acks": 0, "errors": 0}
+    stats = {"ticks": 0, "ticks_skipped": 0, "acks": 0, "errors": 0}
     runs: list[dict[str, Any]] = []
     slow: dict[str, Any] = {}
     largest = max(args.subscribers)
@@ -144,16 +144,16 @@ async def measure_all(args: argparse.Namespace, srv: ServerProcess, secret: str)
 
     ingest = f"ws://127.0.0.1:{srv.port}/ws/v1/ingest"
     probe = ServerProbe(srv.proc.pid)
-    async with publishing(ingest, feed, names, args.rate, stats):
+    async with publishing(ingest, feed, names, args.rate, stats, args.window):
         await trio.sleep(args.warmup)
         ingest_util = await idle_cpu(probe, args.seconds)
     print(f"ingest alone: server cpu {ingest_util:.2f}", file=sys.stderr, flush=True)
     for n in args.subscribers:
-        for name in SERVERS:
+        for name in args.servers:
             print(f"{name}: {n} subscribers ...", file=sys.stderr, flush=True)
             if name == "tickstream":
                 stall = args.slow_consumer and n == largest
-                async with publishing(ingest, feed, names, args.rate, stats):
+                async with publishing(ingest, feed, names, args.rate, stats, args.window):
                     url = f"ws://127.0.0.1:{srv.port}/ws/v1/stream"
                     s = session(url, srv.port, reader, n, stall)
                     windows = await run_session(s, probe)
@@ -229,7 +229,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def evaluate(runs: list[dict[str, Any]], slow: dict[str, Any], largest: int) -> tuple[Any, Any]:
     """Ratios and targets at the largest N."""
     at = {r["server"]: r for r in runs if r["subscribers"] == largest}
-    ts, raw, fa = at["tickstream"], at["raw"], at["fastapi"]
+    empty = dict.fromkeys(("messages_per_s", "server_cpu_us_per_event", "p99_ms"))
+    ts, raw, fa = (at.get(name, empty) for name in SERVERS)
     ratios = {
         "events_vs_fastapi": _ratio(ts["messages_per_s"], fa["messages_per_s"]),
         "cpu_per_event_vs_fastapi": _ratio(
@@ -289,7 +290,8 @@ def print_table(report: Report) -> None:
         )
     pub = report.publisher
     print(
-        f"publisher: {pub['ticks']:,} ticks sent, {pub['acks']:,} frames acked, "
+        f"publisher: {pub['ticks']:,} ticks sent, {pub['ticks_skipped']:,} skipped (engine "
+        f"behind), {pub['acks']:,} frames acked, "
         f"{pub['errors']} errors; server cpu with ingest alone (no subscriber) "
         f"{pub['ingest_only_cpu_util_milli'] / 1000:.2f} (fan-out = cpu µs/ev without it)"
     )
@@ -308,9 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="one 2 s window per session")
     p.add_argument("--subscribers", default="1,100,1000", help="comma-separated N values")
+    p.add_argument("--servers", default=",".join(SERVERS), help="a subset, for experiments")
     p.add_argument("--rate", type=float, default=5000.0, help="events/s published")
     p.add_argument("--symbols", type=int, default=50, help="quotes:<SYMBOL> channels")
     p.add_argument("--procs", type=int, default=4, help="subscriber processes")
+    p.add_argument("--window", type=int, default=4, help="ingest frames in flight (unacked)")
     p.add_argument("--repeats", type=int, help="windows per session (default 3, quick 1)")
     p.add_argument("--seconds", type=float, help="measured window (default 3, quick 2)")
     p.add_argument("--warmup", type=float, help="seconds before the first window")
@@ -324,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.subscribers = [int(n) for n in args.subscribers.split(",")]
+    args.servers = [s for s in args.servers.split(",") if s in SERVERS]
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.seconds = args.seconds or (2.0 if args.quick else 3.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
@@ -359,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         settings={
             "subscribers": args.subscribers,
+            "servers": args.servers,
+            "ingest_window_frames": args.window,
             "rate": args.rate,
             "symbols": args.symbols,
             "subscriber_processes": args.procs,
