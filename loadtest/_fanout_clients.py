@@ -3,9 +3,9 @@
     python -m loadtest._fanout_clients --url ws://127.0.0.1:PORT/ws/v1/stream \\
         --token JWT --clients 250 --channels quotes:FAN00,quotes:FAN01
 
-Opens ``--clients`` trio-websocket sockets (authenticated by header), subscribes each to
-every channel, prints ``ready N`` (N sockets that got all their ``subscribed`` replies),
-then obeys lines on stdin:
+Opens ``--clients`` trio-websocket sockets (authenticated by header; all of them before
+any subscribes), subscribes each to every channel, prints ``ready N`` (N sockets that got
+all their ``subscribed`` replies), then obeys lines on stdin:
 
 - ``window T0 T1`` (wall-clock seconds): count what arrives between T0 and T1 and, once
   T1 has passed, print one JSON line: messages (events; a frame may hold an array of
@@ -85,13 +85,16 @@ class Clients:
         self.args = args
         self.window: Window | None = None
         self.ready = 0
+        self.connected = 0
         self.closed = 0
+        self.all_connected = trio.Event()
         self._all_ready = trio.Event()
 
     async def run_one(self, index: int, limiter: trio.CapacityLimiter) -> None:
         """Connect, subscribe, then read until cancelled (a close is counted, not raised)."""
         args = self.args
         headers = [("Authorization", f"Bearer {args.token}")] if args.token else None
+        opened = False
         try:
             # The socket's own nursery: its background reader fails with it, alone.
             async with trio.open_nursery() as nursery:
@@ -100,9 +103,24 @@ class Clients:
                         ws = await connect_websocket_url(
                             nursery, args.url, extra_headers=headers, max_message_size=MAX_MESSAGE
                         )
+                opened = True
+                self._opened()
+                nursery.start_soon(_pinger, ws)  # the server closes silent sockets
+                # Subscribe once every socket is open: handshakes go faster with no events
+                # flowing yet (the subscribers of 1,000 sockets share 2 cores with the server).
+                with trio.move_on_after(CONNECT_TIMEOUT):
+                    await self.all_connected.wait()
                 await self._serve(index, ws)
         except* (ConnectionClosed, HandshakeError, OSError, trio.TooSlowError):
             self.closed += 1
+            if not opened:
+                self._opened()
+
+    def _opened(self) -> None:
+        # One more socket open (or failed to open): subscribing starts once all are.
+        self.connected += 1
+        if self.connected >= self.args.clients:
+            self.all_connected.set()
 
     async def _serve(self, index: int, ws: WebSocketConnection) -> None:
         channels = self.args.channels
@@ -110,20 +128,18 @@ class Clients:
             frame = {"op": "subscribe", "id": n, "channel": channel}
             await ws.send_message(orjson.dumps(frame).decode())
         pending = len(channels)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pinger, ws)
-            while True:
-                raw = await ws.get_message()
-                now = time.time()
-                if pending:
-                    pending -= raw.count('"op":"subscribed"')
-                    if not pending:
-                        self.ready += 1
-                        if self.ready == self.args.clients:
-                            self._all_ready.set()
-                window = self.window
-                if window is not None:
-                    window.record(index, str(raw), now)
+        while True:
+            raw = await ws.get_message()
+            now = time.time()
+            if pending:
+                pending -= raw.count('"op":"subscribed"')
+                if not pending:
+                    self.ready += 1
+                    if self.ready == self.args.clients:
+                        self._all_ready.set()
+            window = self.window
+            if window is not None:
+                window.record(index, str(raw), now)
 
     async def wait_ready(self, budget: float) -> None:
         """Wait until every socket is subscribed, or ``budget`` seconds."""

@@ -50,6 +50,7 @@ class Window:
     rss_mib_start: float
     rss_mib_end: float
     stalled: bool
+    clients_cpu_s: float
     latency: Counter[int] = field(repr=False)  # 0.1 ms bucket -> messages
 
     @property
@@ -82,6 +83,8 @@ class Window:
             "p99_ms": self.percentile(0.99),
             "server_cpu_util": round(self.cpu_s / self.seconds, 3),
             "server_cpu_us_per_event": round(self.cpu_s * 1e6 / per, 3) if per else None,
+            # The subscriber processes share the machine's 2 cores with the server.
+            "clients_cpu_util": round(self.clients_cpu_s / self.seconds, 3),
             "sockets": self.sockets,
             "silent_sockets": self.silent_sockets,
             "closed_sockets": self.closed,
@@ -98,7 +101,7 @@ def summarise(windows: list[Window]) -> dict[str, Any]:
         return round(statistics.median(present), 3) if present else None
 
     out = {k: med(k) for k in ("messages_per_s", "frames_per_s", "p50_ms", "p99_ms")}
-    out |= {k: med(k) for k in ("server_cpu_us_per_event", "server_cpu_util")}
+    out |= {k: med(k) for k in ("server_cpu_us_per_event", "server_cpu_util", "clients_cpu_util")}
     out["windows"] = len(windows)
     out["silent_sockets"] = max((w.silent_sockets for w in windows), default=0)
     return out
@@ -119,7 +122,7 @@ class _Lines:
 
 
 class ServerProbe:
-    """CPU time and RSS of a server process (and its children)."""
+    """CPU time and RSS of a process (and its children): a server, a subscriber process."""
 
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
@@ -187,6 +190,7 @@ async def run_session(session: Session, probe: ServerProbe) -> list[Window]:
     shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     workers = [await _spawn(session, k) for k in shares]
     lines = [_Lines(w.stdout) for w in workers]  # type: ignore[arg-type]
+    clients = [ServerProbe(w.pid) for w in workers]
     windows: list[Window] = []
     try:
         with trio.fail_after(READY_TIMEOUT):
@@ -207,8 +211,10 @@ async def run_session(session: Session, probe: ServerProbe) -> list[Window]:
                 await w.stdin.send_all(f"window {t0} {t1}\n".encode())  # type: ignore[union-attr]
             await trio.sleep(max(0.0, t0 - time.time()))
             cpu0, rss0 = probe.cpu_s(), probe.rss_mib()
+            clients0 = sum(c.cpu_s() for c in clients)
             await trio.sleep(max(0.0, t1 - time.time()))
             cpu1, rss1 = probe.cpu_s(), probe.rss_mib()
+            clients1 = sum(c.cpu_s() for c in clients)
             if stall_sock is not None:
                 stall_sock.close()
             results = [orjson.loads(await ln.readline()) for ln in lines]
@@ -227,6 +233,7 @@ async def run_session(session: Session, probe: ServerProbe) -> list[Window]:
                     rss_mib_start=rss0,
                     rss_mib_end=rss1,
                     stalled=stalled,
+                    clients_cpu_s=clients1 - clients0,
                     latency=latency,
                 )
             )

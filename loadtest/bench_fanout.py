@@ -182,7 +182,9 @@ async def peer_session(name: str, args: argparse.Namespace, session: Any, n: int
     port = free_port()
     command = [sys.executable, "-m", "loadtest._fanout_peers", name, "--port", str(port)]
     command += ["--rate", str(args.rate), "--symbols", str(args.symbols)]
-    proc = await trio.lowlevel.open_process(command, cwd=ROOT, stdout=subprocess.DEVNULL)
+    # NOTE: quiet, as uvicorn logs every send to a socket the subscribers closed at the end.
+    quiet = subprocess.DEVNULL
+    proc = await trio.lowlevel.open_process(command, cwd=ROOT, stdout=quiet, stderr=quiet)
     try:
         await _wait_listening(port)
         url = f"ws://127.0.0.1:{port}/ws/v1/stream"
@@ -268,7 +270,7 @@ def _f(value: float | None, fmt: str = ",.1f") -> str:
 def print_table(report: Report) -> None:
     """Print the figures as a table."""
     head = f"{'server':<12}{'N':>6}{'events/s':>12}{'frames/s':>10}{'ev/frame':>9}"
-    head += f"{'p50 ms':>9}{'p99 ms':>9}{'cpu µs/ev':>10}{'fan-out':>8}{'cpu':>6}"
+    head += f"{'p50 ms':>9}{'p99 ms':>9}{'cpu µs/ev':>10}{'fan-out':>8}{'cpu':>6}{'clients':>8}"
     print(head)
     print("-" * len(head))
     for r in report.runs:
@@ -278,6 +280,7 @@ def print_table(report: Report) -> None:
             f"{_f(r['frames_per_s'], ',.0f'):>10}{_f(per_frame):>9}{_f(r['p50_ms']):>9}"
             f"{_f(r['p99_ms']):>9}{_f(r['server_cpu_us_per_event'], '.2f'):>10}"
             f"{_f(r.get('fanout_cpu_us_per_event'), '.2f'):>8}{_f(r['server_cpu_util'], '.2f'):>6}"
+            f"{_f(r['clients_cpu_util'], '.2f'):>8}"
         )
     slow = report.slow_consumer
     if slow:
