@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     args.seconds = args.seconds or (2.0 if args.quick else 3.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     configure_logging("WARNING", "console")
-    secret = "bench-" + secrets.token_hex(24)
+    secret = secrets.token_hex(32)  # a throw-away JWT key for this run
     with (
         reachable_tempdir("tickstream-bench-") as workdir,
         temporary_database("tickstream_bench") as dsn,
