@@ -30,7 +30,7 @@ test-fast: install
 
 # Every benchmark runs even when one misses its target; the status says whether all met it.
 bench: install services
-	@status=0; for b in bench_analytics bench_orders bench_ingest; do \
+	@status=0; for b in bench_analytics bench_orders bench_ingest bench_fanout; do \
 		$(BIN)/python -m loadtest.$$b || status=1; done; exit $$status
 
 lint: install
