@@ -283,3 +283,24 @@ async def test_unreadable_bus_messages_are_dropped_and_an_unfilled_gap_makes_cli
     await trio.testing.wait_all_tasks_blocked()
     assert closes.codes == [4008]
     assert len(sub.outbox) == 0  # never event 3 without event 2
+
+
+async def test_a_burst_on_the_bus_reaches_a_waiting_sender_as_one_batch(
+    engine: Engine, hub: StreamHub
+) -> None:
+    """Messages already buffered are all fanned out before the connection's sender wakes."""
+    box = Outbox(16)
+    closes = Closes()
+    subs = [Subscriber(parse_channel(f"quotes:S{i}"), box, closes) for i in range(3)]
+    for sub in subs:
+        await hub.subscribe(sub, None, None)
+    taken: list[list[bytes]] = []
+
+    async def sender() -> None:
+        taken.append(await box.take_all())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        await engine.bus.publish_many([(f"quotes:S{i}", b"{}") for i in range(3)])
+    assert [len(batch) for batch in taken] == [3]
