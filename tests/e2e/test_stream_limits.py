@@ -197,6 +197,8 @@ async def test_never_reading_client_is_closed_4008_and_a_reader_keeps_up(
                     await trio.to_thread.run_sync(_flood, server, 5, rounds)
                     rounds += 5
                 final.append(f"{100 + (rounds - 1) * 0.05:.2f}")
+                if all(latest.get(c) == final[0] for c in channels):
+                    caught_up.set()  # everything arrived before the final price was known
                 await caught_up.wait()
                 nursery.cancel_scope.cancel()
         frame_id = await reader.send({"op": "ping"})
