@@ -9,23 +9,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.kit.db import temporary_database
+from tests.kit.instruments import FUT, NIFTY_FUTURE, SBIN
 from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server, wait_for
 from tests.kit.tokens import E2E_SECRET, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-FUT = "NIFTY26DECFUT"
-INSTRUMENTS = [
-    {
-        "symbol": FUT,
-        "kind": "future",
-        "underlying": "NIFTY",
-        "expiry": "2026-12-29",
-        "lot_size": 65,
-        "tick_size": "0.05",
-    },
-    {"symbol": "SBIN", "kind": "equity", "lot_size": 1, "tick_size": "0.05"},
-]
+INSTRUMENTS = [NIFTY_FUTURE, SBIN]
 ADMIN = token("admin")
 
 

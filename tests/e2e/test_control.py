@@ -24,22 +24,14 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 
 from loadtest.stream_client import StreamSocket, connect
 from tests.kit.db import temporary_database
+from tests.kit.instruments import FUT, NIFTY_FUTURE
 from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server, wait_for
+from tests.kit.stream import closed_with, subscribed
 from tests.kit.tokens import E2E_SECRET, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-FUT = "NIFTY26DECFUT"
-INSTRUMENTS = [
-    {
-        "symbol": FUT,
-        "kind": "future",
-        "underlying": "NIFTY",
-        "expiry": "2026-12-29",
-        "lot_size": 65,
-        "tick_size": "0.05",
-    },
-]
+INSTRUMENTS = [NIFTY_FUTURE]
 ADMIN = token("admin", sub="ops-alice")
 READER = token("read", accounts=["ACC1", "ACC2"], sub="reader")
 TRADER = token("trade", "read", accounts=["ACC1", "ACC2"], sub="trader")
@@ -112,20 +104,9 @@ async def send(server: ServerProcess, cmd: str, tok: str = ADMIN, **args: object
     return answer
 
 
-async def closed_with(sock: StreamSocket, budget: float = 10) -> int | None:
-    """Read until the server closes the socket; return the close code."""
-    with trio.fail_after(budget):
-        try:
-            while True:
-                await sock.receive()
-        except ConnectionClosed as closed:
-            return closed.reason.code if closed.reason is not None else None
-
-
 async def subscribe(sock: StreamSocket, channel: str) -> None:
-    """Subscribe and wait for the ``subscribed`` answer."""
-    frame_id = await sock.subscribe(channel)
-    answer = await sock.until(lambda m: m.get("id") == frame_id)
+    """Subscribe and check the ``subscribed`` answer."""
+    answer = await subscribed(sock, channel)
     assert answer["op"] == "subscribed", answer
 
 
