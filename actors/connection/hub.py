@@ -167,18 +167,22 @@ class StreamHub:
                 bus.unsubscribe(sub)
 
     async def _pump(self, sub: Subscription) -> None:
-        # NOTE: every message already buffered is fanned out before the senders run, so a
-        # subscriber behind several channels gets them in one frame; taking one message
-        # per checkpoint made every sender write each event as a frame of its own.
+        # NOTE: the messages already buffered are fanned out before the senders run (up to
+        # batch_max between two checkpoints, so a burst never stalls the event loop for
+        # long), and a subscriber behind several channels gets them in one frame; taking
+        # one message per checkpoint made every sender write each event as its own frame.
+        every = self._config.batch_max
         while True:
             try:
                 first = await sub.receive()
             except trio.EndOfChannel:
                 return
-            for message in (first, *sub.take_ready()):
+            for n, message in enumerate((first, *sub.take_ready()), start=1):
                 state = self._states.get(message.channel)
                 if state is not None and state.subscribers:
                     await self._dispatch(state, message.data)
+                if n % every == 0:
+                    await trio.lowlevel.checkpoint()
 
     async def _dispatch(self, state: ChannelState, data: bytes) -> None:
         channel = state.channel

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from actors.account.supervisor import Accounts
 from actors.connection.hub import (
     LOAD_EVENTS,
     StreamHub,
@@ -18,6 +19,9 @@ from actors.connection.hub import (
     event_frame,
 )
 from actors.connection.outbox import Outbox
+from actors.market.actor import MarketActor
+from actors.market.instruments import InstrumentMaster
+from engine.calendar import load_calendar
 from engine.config import Config, with_overrides
 from engine.context import Engine
 from engine.store import DatabaseUnavailable
@@ -304,3 +308,32 @@ async def test_a_burst_on_the_bus_reaches_a_waiting_sender_as_one_batch(
         await trio.testing.wait_all_tasks_blocked()
         await engine.bus.publish_many([(f"quotes:S{i}", b"{}") for i in range(3)])
     assert [len(batch) for batch in taken] == [3]
+
+
+async def test_a_long_burst_yields_every_batch_max_messages(config: Config) -> None:
+    """The hub checkpoints after ``batch_max`` messages, so a sender runs during a burst.
+
+    trio orders a batch of runnable tasks at random, so the sender may miss a checkpoint;
+    over 20 checkpoints it misses them all with probability 2**-20.
+    """
+    engine = fake_engine(with_overrides(config, stream={"batch_max": 2}), FakeClock(NOW_MS))
+    market = MarketActor(engine, InstrumentMaster(engine.store), load_calendar())
+    hub = StreamHub(engine, market, Accounts(engine, market), None)
+    box = Outbox(64)
+    subs = [Subscriber(parse_channel(f"quotes:S{i}"), box, Closes()) for i in range(40)]
+    taken: list[int] = []
+
+    async def sender() -> None:
+        while True:
+            taken.append(len(await box.take_all()))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        for sub in subs:
+            await hub.subscribe(sub, None, None)
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        await engine.bus.publish_many([(f"quotes:S{i}", b"{}") for i in range(40)])
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert sum(taken) == 40 and len(taken) > 1
