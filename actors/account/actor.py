@@ -173,30 +173,32 @@ class AccountActor:
                 command = await mailbox.receive()
             except MailboxClosed:
                 return
-            async with self._lock:
-                try:
+            # NOTE: the try covers taking the lock too: a restart that cancels the actor
+            # while it waits for the lock must still answer the command it received.
+            try:
+                async with self._lock:
                     await self._handle_command(command)
-                except ProtocolError as exc:
-                    command.reply.fail(exc)
-                except StoreError as exc:
-                    # Nothing in memory changed: state is only updated after a commit.
-                    LOG.error(
-                        "account %s: ledger write failed (SQLSTATE %s)",
-                        self._handle.id,
-                        exc.sqlstate,
+            except ProtocolError as exc:
+                command.reply.fail(exc)
+            except StoreError as exc:
+                # Nothing in memory changed: state is only updated after a commit.
+                LOG.error(
+                    "account %s: ledger write failed (SQLSTATE %s)",
+                    self._handle.id,
+                    exc.sqlstate,
+                )
+                command.reply.fail(
+                    ProtocolError(
+                        ErrorCode.DATABASE_UNAVAILABLE,
+                        "ledger write failed; nothing was recorded",
+                        {"sqlstate": exc.sqlstate},
                     )
-                    command.reply.fail(
-                        ProtocolError(
-                            ErrorCode.DATABASE_UNAVAILABLE,
-                            "ledger write failed; nothing was recorded",
-                            {"sqlstate": exc.sqlstate},
-                        )
-                    )
-                except BaseException:
-                    # NOTE: the caller must not wait forever on a command that killed
-                    # the actor; it learns to retry (idempotency keys make that safe).
-                    command.reply.fail(unavailable())
-                    raise
+                )
+            except BaseException:
+                # NOTE: the caller must not wait forever on a command that killed the
+                # actor; it learns to retry (idempotency keys make that safe).
+                command.reply.fail(unavailable())
+                raise
 
     async def _handle_command(self, command: Command) -> None:
         match command:
