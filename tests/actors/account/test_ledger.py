@@ -13,7 +13,7 @@ import trio
 import trio_asyncio
 
 from actors.account import actor as account_actor
-from actors.account.actor import AccountActor
+from actors.account.actor import AccountActor, AccountHandle
 from actors.account.messages import (
     CancelOrder,
     Command,
@@ -32,6 +32,7 @@ from engine.bus import InProcessBus
 from engine.calendar import load_calendar
 from engine.config import Config, with_overrides
 from engine.context import Engine
+from engine.mailbox import Mailbox
 from engine.metrics import Metrics
 from engine.store import Store
 from protocol import Instrument, OrderRequest, ProtocolError, Tick, TradeRequest
@@ -318,3 +319,25 @@ async def test_a_snapshot_is_written_once_enough_fills_piled_up(
     with trio.fail_after(5):
         while world.sql(query) != [(1,)]:  # noqa: ASYNC110 - polling the database
             await trio.sleep(0.05)
+
+
+async def test_a_command_waiting_for_the_actors_lock_is_answered_when_the_actor_stops(
+    world: World,
+) -> None:
+    """Cancelled while it waits for its lock, the actor still answers the command it took."""
+    world.sql("INSERT INTO accounts (id, name, created_ts) VALUES ('ACC3', 'ACC3', 0)")
+    handle = AccountHandle("ACC3", Mailbox(4, name="account:ACC3"))
+    actor = AccountActor(world.engine, handle, world.market)
+    command = order()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            async with actor._lock:  # e.g. the quote loop filling a limit order
+                await handle.mailbox.send(command)
+                while handle.mailbox.statistics().received == 0:  # noqa: ASYNC110 - no event
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+        assert command.reply.answered
+        with pytest.raises(ProtocolError) as refused:
+            await command.reply.wait()
+    assert refused.value.code == "busy"
