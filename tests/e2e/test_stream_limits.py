@@ -42,7 +42,9 @@ calendar_dir = "{calendar}"
 
 [stream]
 queue_capacity = 16
-send_timeout = 0.5
+# Also the listener's TCP_USER_TIMEOUT: a reader of this test that a loaded machine
+# stalls for longer would be aborted too (silently: the kernel sends no reset).
+send_timeout = 2.0
 max_subscriptions = 1200
 frames_per_second = 20.0
 frames_burst = 2000
