@@ -103,6 +103,17 @@ def effective_pool_size(config: DatabaseConfig, max_connections: int) -> int:
     return max(1, min(config.pool_max, share))
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset hook: nothing to undo, so no reset query on release.
+
+    asyncpg's default reset sends ``RESET ALL; UNLISTEN *; CLOSE ALL;`` (and more) after
+    every unit: one more round trip to the server for each order. The engine's
+    connections never change session state (no ``SET``, ``LISTEN``, advisory lock,
+    cursor or temporary table; the settings come from ``server_settings`` at connect),
+    and asyncpg still rolls back a transaction left open before this hook runs.
+    """
+
+
 class Store:
     """An asyncpg pool driven from trio.
 
@@ -176,6 +187,7 @@ class Store:
                         "idle_in_transaction_session_timeout": statement_ms,
                         "application_name": "tickstream",
                     },
+                    reset=_keep_session,
                 )
                 LOG.info(
                     "database pool open: max_size=%d (server max_connections=%d)",

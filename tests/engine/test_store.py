@@ -15,7 +15,7 @@ from engine.store import (
     StoreError,
     effective_pool_size,
 )
-from tests.kit.db import sessions_in_state
+from tests.kit.db import last_queries, sessions_in_state
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +117,28 @@ async def test_cancelled_units_leave_no_connection_in_transaction(
     await trio.sleep(0.2)
     assert sessions_in_state(migrated_dsn, "idle") == 0
     assert store.statistics().size == 0
+
+
+async def test_a_released_connection_gets_no_reset_round_trip(
+    aio_loop: trio_asyncio.TrioEventLoop, migrated_dsn: str, config: Config
+) -> None:
+    """Releasing a connection sends nothing more: its last statement stays the unit's.
+
+    asyncpg's default reset would leave ``RESET ALL`` (and more) as the session's last
+    query: a round trip per unit.
+    """
+    cfg = with_overrides(config, database={"pool_max": 1, "pool_min": 1})
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            store = await nursery.start(Store(cfg.database, migrated_dsn).run)
+
+            async def probe(conn: Connection) -> int:
+                return int(await conn.fetchval("SELECT 4242"))
+
+            assert await store.run_unit(probe, transaction=False) == 4242
+            await trio.sleep(0.1)
+            assert last_queries(migrated_dsn) == ["SELECT 4242"]
+            nursery.cancel_scope.cancel()
 
 
 async def test_exhausted_pool_answers_database_unavailable(

@@ -39,6 +39,18 @@ def temporary_database(prefix: str = "tickstream_test") -> Iterator[str]:
             )
 
 
+def last_queries(dsn: str) -> list[str]:
+    """Return the last statement of every idle session of ``dsn``'s database."""
+    database = urlsplit(dsn).path.lstrip("/")
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT query FROM pg_stat_activity WHERE datname = %s AND state = 'idle'"
+            " AND pid <> pg_backend_pid() ORDER BY pid",
+            (database,),
+        ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
 def sessions_in_state(dsn: str, state: str) -> int:
     """Return how many server sessions of ``dsn``'s database are in ``state``."""
     database = urlsplit(dsn).path.lstrip("/")
