@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -126,6 +127,25 @@ def verify_token(
             message never says which, so as not to help an attacker; ``reason``
             does, for metrics and security logs.
     """
+    principal, iat = _verify(token, secret, issuer=issuer, audience=audience)
+    check_times(principal.expires_at, iat, now=now, leeway=leeway)
+    return principal
+
+
+def check_times(exp: int, iat: int, *, now: float, leeway: float) -> None:
+    """Check a verified token's ``exp`` and ``iat`` against ``now`` (epoch seconds).
+
+    Raises:
+        AuthError: ``expired`` or ``issued_in_future`` (past ``leeway`` seconds of skew).
+    """
+    if now > exp + leeway:
+        raise AuthError("expired")
+    if iat > now + leeway:
+        raise AuthError("issued_in_future")
+
+
+def _verify(token: str, secret: str, *, issuer: str, audience: str) -> tuple[Principal, int]:
+    # Signature, algorithm and the time-independent claims; returns the principal and iat.
     if len(token) > MAX_TOKEN_BYTES:
         raise AuthError("too_long")
     try:
@@ -150,14 +170,10 @@ def verify_token(
         raise AuthError("bad_algorithm") from None
     except jwt.PyJWTError:
         raise AuthError("malformed") from None
-    exp, iat = claims.get("exp"), claims.get("iat")
-    if not isinstance(exp, int) or not isinstance(iat, int):
+    iat = claims.get("iat")
+    if not isinstance(claims.get("exp"), int) or not isinstance(iat, int):
         raise AuthError("malformed")
-    if now > exp + leeway:
-        raise AuthError("expired")
-    if iat > now + leeway:
-        raise AuthError("issued_in_future")
-    return _principal(claims)
+    return _principal(claims), iat
 
 
 def _principal(claims: dict[str, object]) -> Principal:
@@ -265,3 +281,66 @@ def verify_with_keys(
         raise AuthError("too_long")
     secret = keys.secret_for(token)
     return verify_token(token, secret, issuer=issuer, audience=audience, leeway=leeway, now=now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    principal: Principal
+    iat: int
+    keys: KeySet
+    issuer: str
+    audience: str
+
+
+class VerifiedTokens:
+    """The tokens whose signature and claims were verified recently (bounded, LRU).
+
+    A client sends the same bearer token with every request; the HMAC, the base64 and
+    JSON decoding and the claim checks of it are done once. What a hit still checks on
+    every use: ``exp`` and ``iat`` against ``now``, and that the keys, issuer and
+    audience are the ones it was verified with — so a key taken out of the key set stops
+    its tokens at once. Failures are never kept (each one is logged and counted).
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def verify(
+        self, token: str, keys: KeySet, *, issuer: str, audience: str, leeway: float, now: float
+    ) -> Principal:
+        """Verify ``token`` as :func:`verify_with_keys` does, from memory when it can.
+
+        Raises:
+            AuthError: as :func:`verify_with_keys`.
+        """
+        entry = self._entries.get(token)
+        if (
+            entry is not None
+            and entry.keys == keys
+            and entry.issuer == issuer
+            and entry.audience == audience
+        ):
+            try:
+                check_times(entry.principal.expires_at, entry.iat, now=now, leeway=leeway)
+            except AuthError:
+                del self._entries[token]
+                raise
+            self._entries.move_to_end(token)
+            self.hits += 1
+            return entry.principal
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AuthError("too_long")
+        principal, iat = _verify(token, keys.secret_for(token), issuer=issuer, audience=audience)
+        check_times(principal.expires_at, iat, now=now, leeway=leeway)
+        self._entries[token] = _Verified(principal, iat, keys, issuer, audience)
+        self._entries.move_to_end(token)
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+        return principal

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from .auth import VerifiedTokens
 from .bus import Bus
 from .config import Config
 from .metrics import Metrics
@@ -45,6 +46,7 @@ class Engine:
         clock: epoch-ms wall clock; tests inject a fake one.
         lifecycle: shutdown and drain signals.
         limiter: rate limits (in memory, or shared through Redis).
+        tokens: the bearer tokens verified recently (their HMAC is checked once).
     """
 
     config: Config
@@ -54,3 +56,4 @@ class Engine:
     clock: WallClock = system_clock_ms
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     limiter: Limiter = field(default_factory=lambda: MemoryLimiter(trio.current_time))
+    tokens: VerifiedTokens = field(default_factory=VerifiedTokens)

@@ -16,7 +16,7 @@ from quart import g, request
 
 from protocol import ErrorCode, ProtocolError
 
-from ..auth import AuthError, Principal, Scope, verify_with_keys
+from ..auth import AuthError, Principal, Scope
 from ..context import Engine
 
 SECURITY_LOG = logging.getLogger("tickstream.security")
@@ -52,7 +52,7 @@ def authenticate(engine: Engine, token: str, *, remote: str | None = None) -> Pr
     try:
         if keys is None or not token:
             raise AuthError("missing")
-        return verify_with_keys(
+        return engine.tokens.verify(
             token,
             keys,
             issuer=auth.issuer,

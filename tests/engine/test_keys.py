@@ -10,17 +10,25 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine import apikeys
-from engine.auth import AuthError, KeySet, Scope, issue_token, parse_key_lines, verify_with_keys
+from engine.auth import (
+    AuthError,
+    KeySet,
+    Scope,
+    VerifiedTokens,
+    issue_token,
+    parse_key_lines,
+    verify_with_keys,
+)
 from engine.config import ConfigError, load_config
 
 OLD, NEW, SINGLE = "o" * 40, "n" * 40, "s" * 40
 NOW = 1_800_000_000
 
 
-def _token(secret: str, kid: str | None) -> str:
+def _token(secret: str, kid: str | None, sub: str = "alice") -> str:
     return issue_token(
         secret,
-        sub="alice",
+        sub=sub,
         scopes=["read"],
         now=NOW,
         ttl=600,
@@ -191,3 +199,75 @@ def test_scopes_and_accounts_are_validated() -> None:
     with pytest.raises(ValueError, match="bad account"):
         apikeys.parse_accounts("A1,DROP TABLE")
     assert uuid.UUID(int=0) != apikeys.new_key()[0]
+
+
+def _cached(cache: VerifiedTokens, token: str, keys: KeySet, **kw: object) -> str:
+    opts: dict[str, object] = {
+        "issuer": "tickstream",
+        "audience": "tickstream",
+        "leeway": 5.0,
+        "now": NOW + 1,
+    }
+    opts.update(kw)
+    return cache.verify(token, keys, **opts).sub  # type: ignore[arg-type]
+
+
+def test_verified_tokens_check_the_signature_once_and_the_clock_every_time() -> None:
+    """A second use of a token is a hit; past its exp (+ leeway) it is refused all the same."""
+    cache = VerifiedTokens()
+    keys = KeySet({"k1": OLD})
+    token = _token(OLD, "k1")
+    assert _cached(cache, token, keys) == "alice"
+    assert _cached(cache, token, keys) == "alice"
+    assert cache.hits == 1 and len(cache) == 1
+    assert _cached(cache, token, keys, now=NOW + 604) == "alice"  # inside the leeway
+    with pytest.raises(AuthError) as info:
+        _cached(cache, token, keys, now=NOW + 606)
+    assert info.value.reason == "expired"
+    assert len(cache) == 0
+    with pytest.raises(AuthError) as info:
+        _cached(cache, token, keys, now=NOW - 100)  # the clock went back before its iat
+    assert info.value.reason == "issued_in_future"
+
+
+def test_verified_tokens_follow_the_keys_issuer_and_audience() -> None:
+    """A key taken out of the set, or another iss/aud, refuses a token verified before."""
+    cache = VerifiedTokens()
+    token = _token(OLD, "k1")
+    assert _cached(cache, token, KeySet({"k1": OLD, "k2": NEW})) == "alice"
+    with pytest.raises(AuthError) as info:
+        _cached(cache, token, KeySet({"k2": NEW}))  # k1 retired
+    assert info.value.reason == "unknown_kid"
+    assert cache.hits == 0
+    assert _cached(cache, token, KeySet({"k1": OLD, "k2": NEW})) == "alice"  # same keys: a hit
+    assert cache.hits == 1
+    with pytest.raises(AuthError) as info:
+        _cached(cache, token, KeySet({"k1": OLD, "k2": NEW}), audience="other")
+    assert info.value.reason == "wrong_issuer_or_audience"
+    assert cache.hits == 1
+
+
+def test_verified_tokens_keep_no_failure_and_stay_bounded() -> None:
+    """Refused tokens are never kept; the least recently used goes past the capacity."""
+    cache = VerifiedTokens(capacity=2)
+    keys = KeySet({"k1": OLD})
+    forged = _token(NEW, "k1")
+    for _ in range(2):
+        with pytest.raises(AuthError) as info:
+            _cached(cache, forged, keys)
+        assert info.value.reason == "bad_signature"
+    assert len(cache) == 0
+    a, b, c = (_token(OLD, "k1", sub=name) for name in ("a", "b", "c"))
+    _cached(cache, a, keys)
+    _cached(cache, b, keys)
+    _cached(cache, a, keys)  # a is now the most recently used
+    _cached(cache, c, keys)  # evicts b
+    assert len(cache) == 2
+    hits = cache.hits
+    _cached(cache, a, keys)
+    _cached(cache, b, keys)  # verified again: it had been evicted
+    assert cache.hits == hits + 1
+    with pytest.raises(AuthError):
+        _cached(cache, "x" * 9000, keys)
+    with pytest.raises(ValueError, match="capacity"):
+        VerifiedTokens(capacity=0)
