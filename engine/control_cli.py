@@ -21,7 +21,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from protocol import COMMANDS, LOG_LEVELS
+from protocol import COMMANDS, LOG_LEVELS, ControlCommand
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -67,14 +67,10 @@ async def send_command(url: str, token: str, frame: dict[str, object]) -> dict[s
 
 def build_frame(args: argparse.Namespace) -> dict[str, object]:
     """Return the ``command`` frame for the parsed CLI arguments."""
-    given: dict[str, object] = {}
-    if args.account is not None:
-        given["account"] = args.account
-    if args.connection is not None:
-        given["connection"] = args.connection
-    if args.level is not None:
-        given["level"] = args.level
-    return {"op": "command", "id": 1, "cmd": args.cmd, "args": given}
+    command = ControlCommand(
+        1, args.cmd, account=args.account, connection=args.connection, level=args.level
+    )
+    return command.frame()
 
 
 def _command(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ loadtest/results/bench_analytics.json; the exit status is 1 if a target is misse
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -22,7 +21,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Final
 
@@ -40,7 +39,9 @@ from vollib.lets_be_rational import AboveMaximumException, BelowIntrinsicExcepti
 
 from engine.analytics import greeks, greeks_batch, implied_volatility, implied_volatility_batch
 
-RESULT_PATH: Final = Path(__file__).resolve().parent / "results" / "bench_analytics.json"
+from ._report import RESULTS_DIR, write_record
+
+RESULT_PATH: Final = RESULTS_DIR / "bench_analytics.json"
 TARGET_GREEKS_PER_S: Final = 1_000_000
 TARGET_IV_PER_S: Final = 100_000
 TARGET_IV_RATIO: Final = 10.0
@@ -293,9 +294,7 @@ def main() -> None:
     args = parser.parse_args()
     report = run(args.quick, args.repeats or (3 if args.quick else 5))
     print_report(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(asdict(report), indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_record(report, args.out)
     sys.exit(0 if all(report.checks.values()) else 1)
 
 

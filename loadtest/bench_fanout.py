@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import secrets
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -64,9 +62,10 @@ from ._fanout_run import (
     summarise,
 )
 from ._fanout_run import wait_listening as _wait_listening
+from ._report import RESULTS_DIR, cell, machine_info, write_record
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-RESULT_PATH: Final = ROOT / "loadtest" / "results" / "bench_fanout.json"
+RESULT_PATH: Final = RESULTS_DIR / "bench_fanout.json"
 SERVERS: Final = ("tickstream", "raw", "fastapi")
 TARGET_VS_FASTAPI: Final = 1.5  # delivered events/s, tickstream / FastAPI
 TARGET_CPU_VS_FASTAPI: Final = 0.5  # server CPU per event, tickstream / FastAPI
@@ -263,10 +262,6 @@ def evaluate(runs: list[dict[str, Any]], slow: dict[str, Any], largest: int) -> 
     return ratios, targets
 
 
-def _f(value: float | None, fmt: str = ",.1f") -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def print_table(report: Report) -> None:
     """Print the figures as a table."""
     head = f"{'server':<12}{'N':>6}{'events/s':>12}{'frames/s':>10}{'ev/frame':>9}"
@@ -276,19 +271,20 @@ def print_table(report: Report) -> None:
     for r in report.runs:
         per_frame = r["messages_per_s"] / r["frames_per_s"] if r["frames_per_s"] else None
         print(
-            f"{r['server']:<12}{r['subscribers']:>6}{_f(r['messages_per_s'], ',.0f'):>12}"
-            f"{_f(r['frames_per_s'], ',.0f'):>10}{_f(per_frame):>9}{_f(r['p50_ms']):>9}"
-            f"{_f(r['p99_ms']):>9}{_f(r['server_cpu_us_per_event'], '.2f'):>10}"
-            f"{_f(r.get('fanout_cpu_us_per_event'), '.2f'):>8}{_f(r['server_cpu_util'], '.2f'):>6}"
-            f"{_f(r['clients_cpu_util'], '.2f'):>8}"
+            f"{r['server']:<12}{r['subscribers']:>6}{cell(r['messages_per_s'], ',.0f'):>12}"
+            f"{cell(r['frames_per_s'], ',.0f'):>10}{cell(per_frame):>9}{cell(r['p50_ms']):>9}"
+            f"{cell(r['p99_ms']):>9}{cell(r['server_cpu_us_per_event'], '.2f'):>10}"
+            f"{cell(r.get('fanout_cpu_us_per_event'), '.2f'):>8}"
+            f"{cell(r['server_cpu_util'], '.2f'):>6}"
+            f"{cell(r['clients_cpu_util'], '.2f'):>8}"
         )
     slow = report.slow_consumer
     if slow:
         print(
             f"slow consumer at N={slow['subscribers']}: others' p99 "
-            f"{_f(slow['without']['p99_ms'])} ms without, "
-            f"{_f(slow['with_stalled_client']['p99_ms'])} ms with a never-reading client "
-            f"(×{_f(slow['p99_ratio'], '.2f')}); server RSS {slow['rss_mib_before']} → "
+            f"{cell(slow['without']['p99_ms'])} ms without, "
+            f"{cell(slow['with_stalled_client']['p99_ms'])} ms with a never-reading client "
+            f"(×{cell(slow['p99_ratio'], '.2f')}); server RSS {slow['rss_mib_before']} → "
             f"{slow['rss_mib_after']} MiB"
         )
     pub = report.publisher
@@ -298,10 +294,10 @@ def print_table(report: Report) -> None:
         f"{pub['errors']} errors; server cpu with ingest alone (no subscriber) "
         f"{pub['ingest_only_cpu_util_milli'] / 1000:.2f} (fan-out = cpu µs/ev without it)"
     )
-    print("ratios: " + ", ".join(f"{k} {_f(v, '.2f')}" for k, v in report.ratios.items()))
+    print("ratios: " + ", ".join(f"{k} {cell(v, '.2f')}" for k, v in report.ratios.items()))
     for name, t in report.targets.items():
         verdict = "met" if t["met"] else "MISSED"
-        print(f"target {name} {t['op']} {t['bound']:,}: {_f(t['value'], ',.3f')} {verdict}")
+        print(f"target {name} {t['op']} {t['bound']:,}: {cell(t['value'], ',.3f')} {verdict}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,11 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(
         quick=args.quick,
         command=" ".join(["python -m loadtest.bench_fanout", *argv]),
-        machine={
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count() or 0,
-        },
+        machine=machine_info(),
         settings={
             "subscribers": args.subscribers,
             "servers": args.servers,
@@ -385,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         targets_met=all(t["met"] for t in targets.values()),
     )
     print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(asdict(report), indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_record(report, args.output)
     return 0 if report.targets_met else 1
 
 

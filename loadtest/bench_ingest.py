@@ -37,7 +37,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import secrets
 import socket
 import statistics
@@ -45,7 +44,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -76,10 +75,11 @@ from ._ingest_phases import (
     tune_gc,
     validation_baseline,
 )
+from ._report import RESULTS_DIR, cell, machine_info, write_record
 from .ingest_publisher import FRAME_TICKS, STEP_MS, WINDOW, Frames, make_frames
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-RESULT_PATH: Final = ROOT / "loadtest" / "results" / "bench_ingest.json"
+RESULT_PATH: Final = RESULTS_DIR / "bench_ingest.json"
 ADMIN_DSN: Final = os.environ.get(
     "TICKSTREAM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -306,11 +306,7 @@ async def run(args: argparse.Namespace, dsn: str) -> Report:
     return Report(
         quick=args.quick,
         command=" ".join(["python -m loadtest.bench_ingest", *args.argv]),
-        machine={
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count() or 0,
-        },
+        machine=machine_info(),
         settings={
             "accounts": ACCOUNTS,
             "symbols_per_account": SYMBOLS_PER_ACCOUNT,
@@ -362,10 +358,6 @@ def drop_database(dsn: str) -> None:
 # ------------------------------------------------------------------ output
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
 def print_table(report: Report) -> None:
     """Print the figures as a table."""
     head = f"{'phase':<12}{'ticks/s':>11}{'µs/tick':>9}{'cpu µs':>8}{'p50 ms':>9}{'p99 ms':>9}"
@@ -375,8 +367,8 @@ def print_table(report: Report) -> None:
     for p in report.phases:
         print(
             f"{p.name:<12}{p.ticks_per_s:>11,}{p.us_per_tick:>9.2f}{p.cpu_us_per_tick:>8.2f}"
-            f"{_ms(p.latency_p50_ms):>9}"
-            f"{_ms(p.latency_p99_ms):>9}{_ms(p.latency_max_ms):>9}{p.latency_samples:>10,}"
+            f"{cell(p.latency_p50_ms):>9}"
+            f"{cell(p.latency_p99_ms):>9}{cell(p.latency_max_ms):>9}{p.latency_samples:>10,}"
             f"{p.conflated:>11,}{p.cpu_util:>6.2f}{p.gc_share:>6.0%}"
         )
     pub = report.publisher
@@ -438,9 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         drop_database(dsn)
     print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(asdict(report), indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_record(report, args.output)
     return 0 if report.target_met else 1
 
 

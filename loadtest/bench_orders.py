@@ -58,7 +58,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import statistics
 import sys
@@ -68,7 +67,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -97,8 +96,10 @@ from engine.store import Connection, Store
 from tests.kit.db import ADMIN_DSN, temporary_database
 from tests.kit.server import ServerProcess, reachable_tempdir, start_server
 
+from ._report import RESULTS_DIR, cell, machine_info, write_record
+
 ROOT: Final = Path(__file__).resolve().parent.parent
-RESULT_PATH: Final = ROOT / "loadtest" / "results" / "bench_orders.json"
+RESULT_PATH: Final = RESULTS_DIR / "bench_orders.json"
 SYMBOL: Final = "SBIN"
 TARGET_P95_MS: Final = 20.0  # at 100 concurrent clients
 TARGET_REBUILD_S: Final = 1.0  # 100,000-fill account
@@ -1012,12 +1013,7 @@ def build_report(
     return Report(
         quick=args.quick,
         command="python -m loadtest.bench_orders" + (" --quick" if args.quick else ""),
-        machine={
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count() or 0,
-            "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        machine=machine_info() | {"load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
         settings={
             "warmup_s": args.warmup,
             "seconds": args.seconds,
@@ -1043,10 +1039,6 @@ def build_report(
     )
 
 
-def _f(value: float | None, fmt: str = ",.1f") -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def print_table(report: Report) -> None:
     """Print the figures."""
     head = (
@@ -1063,8 +1055,8 @@ def print_table(report: Report) -> None:
         mode = r.mode if r.offered_per_s is None else f"@{r.offered_per_s:,.0f}"
         print(
             f"{r.name:<27}{mode:<7}{r.clients:>4}{r.accounts:>4}{r.per_s:>9,.0f}"
-            f"{_f(r.p50_ms):>8}{_f(r.p95_ms):>8}{_f(r.p99_ms):>8}{_f(r.max_ms):>8}"
-            f"{_f(r.server_cpu_ms_per_ok, '.2f'):>10}{_f(r.postgres_cpu_ms_per_ok, '.2f'):>9}  "
+            f"{cell(r.p50_ms):>8}{cell(r.p95_ms):>8}{cell(r.p99_ms):>8}{cell(r.max_ms):>8}"
+            f"{cell(r.server_cpu_ms_per_ok, '.2f'):>10}{cell(r.postgres_cpu_ms_per_ok, '.2f'):>9}  "
             f"{cpu:<24}{r.pg_checkpoints:>5} {bad or 0}"
         )
     rb = report.rebuild
@@ -1164,9 +1156,7 @@ def main(argv: list[str] | None = None) -> int:
     report.machine["busy_cores_before_http"] = busy_before
     report.machine["busy_cores_before_rebuild"] = busy_rebuild
     print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(asdict(report), indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_record(report, args.output)
     return 0 if report.targets_met else 1
 
 

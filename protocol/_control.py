@@ -65,6 +65,15 @@ class ControlCommand:
             out["level"] = self.level
         return out
 
+    def frame(self) -> dict[str, object]:
+        """Return the ``command`` frame that carries this command, as on the wire."""
+        out: dict[str, object] = {"op": "command"}
+        if self.id is not None:
+            out["id"] = self.id
+        out["cmd"] = self.cmd
+        out["args"] = self.args()
+        return out
+
 
 def _frame_id(frame: Mapping[str, object]) -> int | str | None:
     value = frame.get("id")

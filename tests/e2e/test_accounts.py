@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.kit.db import temporary_database
 from tests.kit.instruments import FUT, NIFTY_FUTURE, SBIN
-from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server, wait_for
-from tests.kit.tokens import E2E_SECRET, token
+from tests.kit.server import ServerProcess, call, running_server, wait_for
+from tests.kit.tokens import token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -22,24 +20,15 @@ ADMIN = token("admin")
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
     """One engine on a fresh database, with instruments and two accounts."""
-    with reachable_tempdir() as workdir, temporary_database() as dsn:
-        srv = start_server(
-            workdir, {"TICKSTREAM_DATABASE_URL": dsn, "TICKSTREAM_JWT_SECRET": E2E_SECRET}
+    with running_server() as srv:
+        assert (
+            call(srv, "PUT", "/v1/admin/instruments", {"instruments": INSTRUMENTS}, ADMIN)[0] == 200
         )
-        try:
-            srv.wait_healthy()
+        for acc in ("ACC1", "ACC2"):
             assert (
-                call(srv, "PUT", "/v1/admin/instruments", {"instruments": INSTRUMENTS}, ADMIN)[0]
-                == 200
+                call(srv, "POST", "/v1/admin/accounts", {"id": acc, "name": acc}, ADMIN)[0] == 201
             )
-            for acc in ("ACC1", "ACC2"):
-                assert (
-                    call(srv, "POST", "/v1/admin/accounts", {"id": acc, "name": acc}, ADMIN)[0]
-                    == 201
-                )
-            yield srv
-        finally:
-            srv.stop(signal.SIGTERM)
+        yield srv
 
 
 def tick(server: ServerProcess, symbol: str, ltp: str, **extra: str) -> None:

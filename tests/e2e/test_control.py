@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -23,11 +23,10 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from loadtest.stream_client import StreamSocket, connect
-from tests.kit.db import temporary_database
 from tests.kit.instruments import FUT, NIFTY_FUTURE
-from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server, wait_for
+from tests.kit.server import ServerProcess, call, running_server, wait_for
 from tests.kit.stream import closed_with, subscribed
-from tests.kit.tokens import E2E_SECRET, token
+from tests.kit.tokens import token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -37,28 +36,24 @@ READER = token("read", accounts=["ACC1", "ACC2"], sub="reader")
 TRADER = token("trade", "read", accounts=["ACC1", "ACC2"], sub="trader")
 
 
-def _start(workdir: Any, dsn: str) -> ServerProcess:
-    srv = start_server(
-        workdir, {"TICKSTREAM_DATABASE_URL": dsn, "TICKSTREAM_JWT_SECRET": E2E_SECRET}
-    )
-    srv.wait_healthy()
-    assert call(srv, "PUT", "/v1/admin/instruments", {"instruments": INSTRUMENTS}, ADMIN)[0] == 200
-    for acc in ("ACC1", "ACC2"):
-        assert call(srv, "POST", "/v1/admin/accounts", {"id": acc, "name": acc}, ADMIN)[0] == 201
-    tick(srv, "24000")
-    wait_for(lambda: call(srv, "GET", f"/v1/quotes/{FUT}", tok=ADMIN)[0] == 200)
-    return srv
+@contextmanager
+def _running(*, clean_exit: bool = False) -> Iterator[ServerProcess]:
+    with running_server(clean_exit=clean_exit) as srv:
+        body = {"instruments": INSTRUMENTS}
+        assert call(srv, "PUT", "/v1/admin/instruments", body, ADMIN)[0] == 200
+        for acc in ("ACC1", "ACC2"):
+            body = {"id": acc, "name": acc}
+            assert call(srv, "POST", "/v1/admin/accounts", body, ADMIN)[0] == 201
+        tick(srv, "24000")
+        wait_for(lambda: call(srv, "GET", f"/v1/quotes/{FUT}", tok=ADMIN)[0] == 200)
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
     """One engine on a fresh database, with an instrument, a quote, ACC1 and ACC2."""
-    with reachable_tempdir() as workdir, temporary_database() as dsn:
-        srv = _start(workdir, dsn)
-        try:
-            yield srv
-        finally:
-            srv.stop(signal.SIGTERM)
+    with _running() as srv:
+        yield srv
 
 
 def control_url(server: ServerProcess) -> str:
@@ -403,17 +398,13 @@ def test_cli_unreachable_server_exits_2(server: ServerProcess) -> None:
 
 async def test_drain_closes_streams_1001_and_refuses_new_work() -> None:
     """engine.drain: the result arrives, stream sockets close 1001, /ready and orders 503."""
-    with reachable_tempdir() as workdir, temporary_database() as dsn:
-        srv = _start(workdir, dsn)
-        try:
-            async with connect(stream_url(srv), READER) as sock:
-                await subscribe(sock, f"quotes:{FUT}")
-                answer = await send(srv, "engine.drain")
-                assert answer["data"] == {"draining": True}
-                assert await closed_with(sock) == 1001
-            status, ready = call(srv, "GET", "/ready")
-            assert (status, ready["status"]) == (503, "draining")
-            status, body = order(srv, "ACC1")
-            assert (status, body["error"]["code"]) == (503, "busy")
-        finally:
-            assert srv.stop(signal.SIGTERM) == 0
+    with _running(clean_exit=True) as srv:
+        async with connect(stream_url(srv), READER) as sock:
+            await subscribe(sock, f"quotes:{FUT}")
+            answer = await send(srv, "engine.drain")
+            assert answer["data"] == {"draining": True}
+            assert await closed_with(sock) == 1001
+        status, ready = call(srv, "GET", "/ready")
+        assert (status, ready["status"]) == (503, "draining")
+        status, body = order(srv, "ACC1")
+        assert (status, body["error"]["code"]) == (503, "busy")

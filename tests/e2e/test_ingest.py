@@ -15,7 +15,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from tests.kit.db import temporary_database
-from tests.kit.server import ServerProcess, reachable_tempdir, start_server
+from tests.kit.server import ServerProcess, reachable_tempdir, running_server, start_server
 from tests.kit.tokens import E2E_SECRET, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -36,15 +36,8 @@ INSTRUMENTS = [
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
     """One engine process on a fresh database for the whole module."""
-    with reachable_tempdir() as workdir, temporary_database() as dsn:
-        srv = start_server(
-            workdir, {"TICKSTREAM_DATABASE_URL": dsn, "TICKSTREAM_JWT_SECRET": E2E_SECRET}
-        )
-        try:
-            srv.wait_healthy()
-            yield srv
-        finally:
-            srv.stop(signal.SIGTERM)
+    with running_server() as srv:
+        yield srv
 
 
 def _request(

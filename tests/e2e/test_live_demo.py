@@ -7,16 +7,14 @@ strategy on simulated options must be marked to market as the ticks arrive.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from tests.kit.db import temporary_database
-from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server, wait_for
-from tests.kit.tokens import E2E_SECRET, token
+from tests.kit.server import ServerProcess, call, running_server, wait_for
+from tests.kit.tokens import token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -28,17 +26,10 @@ TRADE = token("trade", accounts=["DEMO1"])
 @pytest.fixture(scope="module")
 def demo() -> Iterator[ServerProcess]:
     """One `serve --demo` engine with ticks flowing and the account DEMO1."""
-    with reachable_tempdir() as workdir, temporary_database() as dsn:
-        srv = start_server(
-            workdir, {"TICKSTREAM_DATABASE_URL": dsn, "TICKSTREAM_JWT_SECRET": E2E_SECRET}, "--demo"
-        )
-        try:
-            srv.wait_healthy()
-            status, _ = call(srv, "POST", "/v1/admin/accounts", {"id": "DEMO1", "name": "d"}, ADMIN)
-            assert status == 201
-            yield srv
-        finally:
-            assert srv.stop(signal.SIGTERM) == 0
+    with running_server("--demo", clean_exit=True) as srv:
+        status, _ = call(srv, "POST", "/v1/admin/accounts", {"id": "DEMO1", "name": "d"}, ADMIN)
+        assert status == 201
+        yield srv
 
 
 def _nifty_options(srv: ServerProcess) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,11 +18,10 @@ import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from loadtest.stream_client import ResumingStream, connect
-from tests.kit.db import temporary_database
 from tests.kit.instruments import FUT, NIFTY_FUTURE, SBIN
-from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server, wait_for
+from tests.kit.server import ServerProcess, call, running_server, wait_for
 from tests.kit.stream import closed_with, stream_url, subscribed
-from tests.kit.tokens import E2E_SECRET, token
+from tests.kit.tokens import token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -35,22 +33,15 @@ READER = token("read", accounts=["ACC1"])
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
     """One engine on a fresh database, with instruments, accounts ACC1 and ACC2."""
-    with reachable_tempdir() as workdir, temporary_database() as dsn:
-        srv = start_server(
-            workdir, {"TICKSTREAM_DATABASE_URL": dsn, "TICKSTREAM_JWT_SECRET": E2E_SECRET}
-        )
-        try:
-            srv.wait_healthy()
-            body = {"instruments": INSTRUMENTS}
-            assert call(srv, "PUT", "/v1/admin/instruments", body, ADMIN)[0] == 200
-            for acc in ("ACC1", "ACC2"):
-                status, _ = call(srv, "POST", "/v1/admin/accounts", {"id": acc, "name": acc}, ADMIN)
-                assert status == 201
-            tick(srv, FUT, "24000", bid="23999.95", ask="24000.05")
-            wait_for(lambda: call(srv, "GET", f"/v1/quotes/{FUT}", tok=ADMIN)[0] == 200)
-            yield srv
-        finally:
-            srv.stop(signal.SIGTERM)
+    with running_server() as srv:
+        body = {"instruments": INSTRUMENTS}
+        assert call(srv, "PUT", "/v1/admin/instruments", body, ADMIN)[0] == 200
+        for acc in ("ACC1", "ACC2"):
+            status, _ = call(srv, "POST", "/v1/admin/accounts", {"id": acc, "name": acc}, ADMIN)
+            assert status == 201
+        tick(srv, FUT, "24000", bid="23999.95", ask="24000.05")
+        wait_for(lambda: call(srv, "GET", f"/v1/quotes/{FUT}", tok=ADMIN)[0] == 200)
+        yield srv
 
 
 def tick(server: ServerProcess, symbol: str, ltp: str, **extra: str) -> None:

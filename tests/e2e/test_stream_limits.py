@@ -13,6 +13,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from loadtest.stream_client import connect
-from tests.kit.db import temporary_database
-from tests.kit.server import ServerProcess, call, reachable_tempdir, start_server
+from tests.kit.server import ServerProcess, call, running_server
 from tests.kit.stream import closed_with, stream_url
-from tests.kit.tokens import E2E_SECRET, token
+from tests.kit.tokens import token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -53,38 +53,23 @@ idle_timeout = {idle}
 """
 
 
-def _start(
-    workdir: Path, dsn: str, *, heartbeat: float = 10.0, idle: float = 25.0
-) -> ServerProcess:
-    config = workdir / "stream.toml"
+def _running(
+    *, heartbeat: float = 10.0, idle: float = 25.0
+) -> AbstractContextManager[ServerProcess]:
     calendar = Path.cwd() / "config" / "calendar"
-    config.write_text(LIMITS.format(calendar=calendar, heartbeat=heartbeat, idle=idle))
-    srv = start_server(
-        workdir,
-        {
-            "TICKSTREAM_DATABASE_URL": dsn,
-            "TICKSTREAM_JWT_SECRET": E2E_SECRET,
-            "TICKSTREAM_CONFIG": str(config),
-        },
-    )
-    srv.wait_healthy()
-    return srv
+    return running_server(config=LIMITS.format(calendar=calendar, heartbeat=heartbeat, idle=idle))
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
     """An engine with tight stream limits and 200 equities."""
-    with reachable_tempdir() as workdir, temporary_database() as dsn:
-        srv = _start(workdir, dsn)
-        try:
-            instruments = [
-                {"symbol": s, "kind": "equity", "lot_size": 1, "tick_size": "0.05"} for s in SYMBOLS
-            ]
-            body = {"instruments": instruments}
-            assert call(srv, "PUT", "/v1/admin/instruments", body, ADMIN)[0] == 200
-            yield srv
-        finally:
-            srv.stop(signal.SIGTERM)
+    with _running() as srv:
+        instruments = [
+            {"symbol": s, "kind": "equity", "lot_size": 1, "tick_size": "0.05"} for s in SYMBOLS
+        ]
+        body = {"instruments": instruments}
+        assert call(srv, "PUT", "/v1/admin/instruments", body, ADMIN)[0] == 200
+        yield srv
 
 
 def metric(server: ServerProcess, line: str) -> bool:
@@ -216,35 +201,31 @@ async def test_never_reading_client_is_closed_4008_and_a_reader_keeps_up(
 
 def test_heartbeat_idle_timeout_and_drain() -> None:
     """Heartbeats on silence, 1000 after the idle timeout, 1001 with queued frames on SIGTERM."""
-    with reachable_tempdir() as workdir, temporary_database() as dsn:
-        srv = _start(workdir, dsn, heartbeat=0.5, idle=2.0)
-        try:
+    with _running(heartbeat=0.5, idle=2.0) as srv:
 
-            async def idle() -> list[dict[str, Any]]:
-                seen: list[dict[str, Any]] = []
-                async with connect(stream_url(srv), READER) as sock:
-                    started = time.monotonic()
-                    with trio.fail_after(10):
-                        try:
-                            while True:
-                                seen.append(await sock.receive())
-                        except ConnectionClosed as closed:
-                            code = closed.reason.code if closed.reason is not None else None
-                    assert code == 1000
-                    assert 1.5 < time.monotonic() - started < 6
-                return seen
+        async def idle() -> list[dict[str, Any]]:
+            seen: list[dict[str, Any]] = []
+            async with connect(stream_url(srv), READER) as sock:
+                started = time.monotonic()
+                with trio.fail_after(10):
+                    try:
+                        while True:
+                            seen.append(await sock.receive())
+                    except ConnectionClosed as closed:
+                        code = closed.reason.code if closed.reason is not None else None
+                assert code == 1000
+                assert 1.5 < time.monotonic() - started < 6
+            return seen
 
-            beats = trio.run(idle)
-            assert len(beats) >= 2 and {b["op"] for b in beats} == {"heartbeat"}
+        beats = trio.run(idle)
+        assert len(beats) >= 2 and {b["op"] for b in beats} == {"heartbeat"}
 
-            async def drained() -> int | None:
-                async with connect(stream_url(srv), READER) as sock:
-                    frame_id = await sock.send({"op": "ping"})
-                    assert (await sock.until(lambda m: m.get("id") == frame_id))["op"] == "pong"
-                    srv.proc.send_signal(signal.SIGTERM)
-                    return await closed_with(sock)
+        async def drained() -> int | None:
+            async with connect(stream_url(srv), READER) as sock:
+                frame_id = await sock.send({"op": "ping"})
+                assert (await sock.until(lambda m: m.get("id") == frame_id))["op"] == "pong"
+                srv.proc.send_signal(signal.SIGTERM)
+                return await closed_with(sock)
 
-            assert trio.run(drained) == 1001
-            assert srv.proc.wait(timeout=30) == 0
-        finally:
-            srv.stop(signal.SIGTERM)
+        assert trio.run(drained) == 1001
+        assert srv.proc.wait(timeout=30) == 0

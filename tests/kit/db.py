@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from engine import migrate
 
 ADMIN_DSN: Final = os.environ.get(
     "TICKSTREAM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -49,6 +51,33 @@ def last_queries(dsn: str) -> list[str]:
             (database,),
         ).fetchall()
     return [str(row[0]) for row in rows]
+
+
+@contextmanager
+def ledger_database(
+    prefix: str = "tickstream_test", accounts: Iterable[str] = ("ACC1", "ACC2")
+) -> Iterator[str]:
+    """Create a database migrated to head with ``accounts``, yield its DSN, drop it afterwards.
+
+    Each account is named after its id.
+    """
+    with temporary_database(prefix) as dsn:
+        migrate.upgrade(dsn)
+        for account in accounts:
+            run_sql(
+                dsn,
+                "INSERT INTO accounts (id, name, created_ts) VALUES (%s, %s, 0)",
+                account,
+                account,
+            )
+        yield dsn
+
+
+def run_sql(dsn: str, query: str, *args: object) -> list[tuple[object, ...]]:
+    """Run one statement on ``dsn`` (autocommit); return its rows (none for a command)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(query, args or None)
+        return cur.fetchall() if cur.description else []
 
 
 def sessions_in_state(dsn: str, state: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
+
+from .db import temporary_database
+from .tokens import E2E_SECRET
 
 START_BUDGET: Final = 60.0  # seconds for a server to answer /health
 STOP_BUDGET: Final = 30.0  # seconds for a graceful stop
@@ -118,6 +122,37 @@ def start_server(
             cwd=workdir,
         )
     return ServerProcess(proc, port, log)
+
+
+@contextmanager
+def running_server(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    config: str | None = None,
+    clean_exit: bool = False,
+) -> Iterator[ServerProcess]:
+    """Run ``tickstream serve ARGS`` on a fresh database in a fresh workdir for the block.
+
+    The server gets the database's DSN and the e2e JWT secret (``env`` adds to them), and
+    ``config`` (a TOML text) as its config file when given. It answers /health when the
+    block starts and is stopped with SIGTERM when it ends; with ``clean_exit`` it must
+    then exit 0.
+    """
+    with reachable_tempdir() as workdir, temporary_database() as dsn:
+        full_env = {"TICKSTREAM_DATABASE_URL": dsn, "TICKSTREAM_JWT_SECRET": E2E_SECRET}
+        if config is not None:
+            path = workdir / "test.toml"
+            path.write_text(config)
+            full_env["TICKSTREAM_CONFIG"] = str(path)
+        srv = start_server(workdir, full_env | dict(env or {}), *args)
+        try:
+            srv.wait_healthy()
+            yield srv
+        finally:
+            code = srv.stop(signal.SIGTERM)
+        # After the finally: a failure inside the block is reported as it is.
+        if clean_exit:
+            assert code == 0, srv.output()[-3000:]
 
 
 def call(

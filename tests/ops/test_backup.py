@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg
 import pytest
 import trio
 import trio_asyncio
@@ -30,18 +29,13 @@ from actors.account.messages import (
 )
 from actors.account.supervisor import Accounts
 from actors.market.actor import MarketActor
-from actors.market.instruments import InstrumentMaster
 from actors.market.messages import TickBatch
 from engine import migrate
-from engine.bus import InProcessBus
-from engine.calendar import load_calendar
 from engine.config import Config, with_overrides
 from engine.context import Engine
-from engine.metrics import Metrics
-from engine.store import Store
 from protocol import Instrument, OrderRequest, Tick, TradeRequest
-from tests.kit.db import temporary_database
-from tests.kit.metrics import ROOT
+from tests.kit.db import ledger_database, run_sql, temporary_database
+from tests.kit.node import start_market
 
 pytestmark = pytest.mark.integration
 
@@ -60,12 +54,6 @@ def _tool(name: str) -> str:
             pytest.fail(f"{name} is missing in CI (Debian's postgresql-client provides it)")
         pytest.skip(f"{name} is not installed")
     return path
-
-
-def _sql(dsn: str, query: str, *args: object) -> list[tuple[object, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        cur = conn.execute(query, args or None)
-        return cur.fetchall() if cur.description else []
 
 
 @dataclass
@@ -102,16 +90,8 @@ class Node:
 
 @asynccontextmanager
 async def _node(config: Config, dsn: str) -> AsyncIterator[Node]:
-    store = Store(config.database, dsn)
-    engine = Engine(
-        config=config, store=store, bus=InProcessBus(), metrics=Metrics(), clock=lambda: NOW
-    )
     async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        market = MarketActor(
-            engine, InstrumentMaster(store), load_calendar(ROOT / "config" / "calendar")
-        )
-        await nursery.start(market.run)
+        engine, market = await start_market(config, dsn, nursery, now=NOW)
         accounts = Accounts(engine, market)
         await nursery.start(accounts.run)
         yield Node(engine, market, accounts)
@@ -151,7 +131,7 @@ async def _trade(node: Node) -> None:
 
 def _ledger(dsn: str) -> dict[str, list[tuple[object, ...]]]:
     return {
-        table: sorted(_sql(dsn, f"SELECT * FROM {table}"), key=repr)  # noqa: S608 - fixed names
+        table: sorted(run_sql(dsn, f"SELECT * FROM {table}"), key=repr)  # noqa: S608 - fixed names
         for table in ("orders", "order_events", "fills", "account_snapshots", "alembic_version")
     }
 
@@ -169,17 +149,14 @@ async def test_pg_dump_and_restore_rebuild_identical_accounts(
     monkeypatch.setattr(account_actor, "SNAPSHOT_EVERY", 10)
     cfg = with_overrides(config, database={"pool_max": 10})
     dump = tmp_path / "tickstream.dump"
-    with temporary_database("tickstream_backup") as source:
-        migrate.upgrade(source)
-        for acc in ACCOUNTS:
-            _sql(source, "INSERT INTO accounts (id, name, created_ts) VALUES (%s, %s, 0)", acc, acc)
+    with ledger_database("tickstream_backup", ACCOUNTS) as source:
         with trio.fail_after(60):
             async with _node(cfg, source) as node:
                 await node.market.master.upsert([SBIN, INFY], NOW)
                 await _trade(node)
                 before = await node.state()
                 # The actor writes its snapshot in the background once 10 fills piled up.
-                while not _sql(source, "SELECT 1 FROM account_snapshots"):  # noqa: ASYNC110
+                while not run_sql(source, "SELECT 1 FROM account_snapshots"):  # noqa: ASYNC110
                     await trio.sleep(0.05)
                 ledger = _ledger(source)
                 # Dump while the engine runs, as in production.

@@ -86,3 +86,14 @@ def test_args_round_trip_as_on_the_wire() -> None:
         values: dict[str, object] = {"account": "ACC1", "connection": 2, "level": "INFO"}
         given = {k: values[k] for k in wanted}
         assert parse_control_frame(frame(cmd, given)).args() == given
+
+
+def test_frame_is_the_wire_frame_that_parses_back() -> None:
+    """``frame()`` gives the ``command`` frame as on the wire, and parsing it gives the command."""
+    for cmd, wanted in COMMANDS.items():
+        values: dict[str, object] = {"account": "ACC1", "connection": 2, "level": "INFO"}
+        given = {k: values[k] for k in wanted}
+        command = parse_control_frame(frame(cmd, given))
+        assert command.frame() == {"op": "command", "id": 7, "cmd": cmd, "args": given}
+        assert parse_control_frame(command.frame()) == command
+    assert ControlCommand(None, "stats").frame() == {"op": "command", "cmd": "stats", "args": {}}

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 
-import psycopg
 import pytest
 import trio
 import trio_asyncio
@@ -25,18 +24,13 @@ from actors.account.messages import (
 )
 from actors.account.supervisor import Accounts
 from actors.market.actor import MarketActor
-from actors.market.instruments import InstrumentMaster
 from actors.market.messages import TickBatch
-from engine import migrate
-from engine.bus import InProcessBus
-from engine.calendar import load_calendar
 from engine.config import Config, with_overrides
 from engine.context import Engine
 from engine.mailbox import Mailbox
-from engine.metrics import Metrics
-from engine.store import Store
 from protocol import Instrument, OrderRequest, ProtocolError, Tick, TradeRequest
-from tests.kit.db import temporary_database
+from tests.kit.db import ledger_database, run_sql
+from tests.kit.node import start_market
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +59,7 @@ class World:
         return await command.reply.wait()
 
     def sql(self, query: str, *args: object) -> list[tuple[object, ...]]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            cur = conn.execute(query, args or None)
-            return cur.fetchall() if cur.description else []
+        return run_sql(self.dsn, query, *args)
 
 
 def order(
@@ -87,26 +79,9 @@ async def world(aio_loop: trio_asyncio.TrioEventLoop, config: Config) -> AsyncIt
     cfg = with_overrides(
         config, database={"pool_max": 20}, accounts={"max_restarts": 2, "restart_period": 60.0}
     )
-    with temporary_database() as dsn:
-        migrate.upgrade(dsn)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for acc in ("ACC1", "ACC2"):
-                conn.execute(
-                    "INSERT INTO accounts (id, name, created_ts) VALUES (%s, %s, 0)", (acc, acc)
-                )
-        store = Store(cfg.database, dsn)
-        engine = Engine(
-            config=cfg, store=store, bus=InProcessBus(), metrics=Metrics(), clock=lambda: NOW
-        )
+    with ledger_database() as dsn:
         async with trio.open_nursery() as nursery:
-            await nursery.start(store.run)
-            market = MarketActor(
-                engine,
-                InstrumentMaster(store),
-                load_calendar(__import__("pathlib").Path("config/calendar")),
-            )
-            await nursery.start(market.run)
-            await market.master.upsert([SBIN], NOW)
+            engine, market = await start_market(cfg, dsn, nursery, now=NOW, instruments=[SBIN])
             accounts = Accounts(engine, market)
             await nursery.start(accounts.run)
             yield World(dsn, engine, market, accounts, nursery)

@@ -7,10 +7,8 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import orjson
-import psycopg
 import pytest
 import trio
 import trio.testing
@@ -33,17 +31,16 @@ from actors.strategy import (
 )
 from actors.strategy.messages import Command
 from actors.strategy.model import payoff_grid
-from engine import migrate
-from engine.bus import InProcessBus, Subscription
+from engine.bus import Subscription
 from engine.calendar import load_calendar
 from engine.config import Config, with_overrides
 from engine.context import Engine
 from engine.mailbox import ConflatingMailbox
 from engine.metrics import Metrics
-from engine.store import Store
 from protocol import Instrument, ProtocolError, Tick
-from tests.kit.db import temporary_database
+from tests.kit.db import ledger_database, run_sql
 from tests.kit.fakes import FakeClock, fake_engine
+from tests.kit.node import start_market
 
 NOW = int(dt.datetime(2026, 12, 1, 4, 30, tzinfo=dt.UTC).timestamp() * 1000)  # 10:00 IST
 EXPIRY = dt.date(2026, 12, 29)
@@ -94,9 +91,7 @@ class World:
     scope: trio.CancelScope
 
     def sql(self, query: str, *args: object) -> list[tuple[object, ...]]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            cur = conn.execute(query, args or None)  # type: ignore[arg-type]
-            return cur.fetchall() if cur.description else []
+        return run_sql(self.dsn, query, *args)
 
     async def restart(self, *, fresh: bool) -> StrategyActor:
         """Stop the actor and run it again: a new object, or the same one (as a supervisor)."""
@@ -120,24 +115,9 @@ class World:
 async def world(aio_loop: trio_asyncio.TrioEventLoop, config: Config) -> AsyncIterator[World]:
     """Everything the strategy actor needs, on a fresh migrated database."""
     cfg = with_overrides(config, database={"pool_max": 10})
-    with temporary_database() as dsn:
-        migrate.upgrade(dsn)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for acc in ("ACC1", "ACC2"):
-                conn.execute(
-                    "INSERT INTO accounts (id, name, created_ts) VALUES (%s, %s, 0)", (acc, acc)
-                )
-        store = Store(cfg.database, dsn)
-        engine = Engine(
-            config=cfg, store=store, bus=InProcessBus(), metrics=Metrics(), clock=lambda: NOW
-        )
+    with ledger_database() as dsn:
         async with trio.open_nursery() as nursery:
-            await nursery.start(store.run)
-            market = MarketActor(
-                engine, InstrumentMaster(store), load_calendar(Path("config/calendar"))
-            )
-            await nursery.start(market.run)
-            await market.master.upsert(INSTRUMENTS, NOW)
+            engine, market = await start_market(cfg, dsn, nursery, now=NOW, instruments=INSTRUMENTS)
             w = World(
                 dsn, engine, market, nursery, StrategyActor(engine, market), trio.CancelScope()
             )

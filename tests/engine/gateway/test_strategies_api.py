@@ -6,12 +6,10 @@ import datetime as dt
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 import orjson
-import psycopg
 import pytest
 import trio
 import trio_asyncio
@@ -19,26 +17,20 @@ from quart_trio import QuartTrio
 
 from actors.account.supervisor import Accounts
 from actors.market.actor import MarketActor
-from actors.market.instruments import InstrumentMaster
 from actors.market.messages import Quote, TickBatch
 from actors.registry import Actors
 from actors.strategy import StrategyActor
-from engine import migrate
-from engine.bus import InProcessBus
-from engine.calendar import load_calendar
 from engine.config import Config, with_overrides
-from engine.context import Engine
 from engine.gateway import create_app
 from engine.gateway._strategies import (
     parse_list_query,
     parse_payoff_query,
 )
 from engine.mailbox import ConflatingMailbox
-from engine.metrics import Metrics
-from engine.store import Store
 from protocol import Instrument, RequestError, Tick
 from tests.conftest import TEST_JWT_SECRET
-from tests.kit.db import temporary_database
+from tests.kit.db import ledger_database, run_sql
+from tests.kit.node import start_market
 from tests.kit.tokens import token
 
 pytestmark = pytest.mark.integration
@@ -107,21 +99,14 @@ class Api:
         return response.status_code, (orjson.loads(data) if data else None)
 
     def sql(self, query: str) -> list[tuple[object, ...]]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            return conn.execute(query).fetchall()  # type: ignore[arg-type]
+        return run_sql(self.dsn, query)
 
 
 async def _world(
     config: Config, dsn: str, nursery: trio.Nursery, *, start_strategies: bool = True
 ) -> Api:
-    store = Store(config.database, dsn)
-    engine = Engine(
-        config=config, store=store, bus=InProcessBus(), metrics=Metrics(), clock=lambda: NOW
-    )
-    await nursery.start(store.run)
-    market = MarketActor(engine, InstrumentMaster(store), load_calendar(Path("config/calendar")))
-    await nursery.start(market.run)
-    await market.master.upsert([FUT, CALL, CALL2, NIFTY, SBIN], NOW)
+    instruments = [FUT, CALL, CALL2, NIFTY, SBIN]
+    engine, market = await start_market(config, dsn, nursery, now=NOW, instruments=instruments)
     accounts = Accounts(engine, market)
     await nursery.start(accounts.run)
     strategies = StrategyActor(engine, market)
@@ -134,13 +119,7 @@ async def _world(
 @pytest.fixture
 def dsn() -> Iterator[str]:
     """A fresh migrated database with the accounts ACC1 and ACC2."""
-    with temporary_database() as url:
-        migrate.upgrade(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            for acc in ("ACC1", "ACC2"):
-                conn.execute(
-                    "INSERT INTO accounts (id, name, created_ts) VALUES (%s, %s, 0)", (acc, acc)
-                )
+    with ledger_database() as url:
         yield url
 
 
