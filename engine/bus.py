@@ -88,7 +88,8 @@ class Subscription:
             self._buffer.popleft()
             self.dropped += 1
         self._buffer.append(message)
-        self._wakeup.unpark_all()
+        if self._wakeup:  # unpark_all() is not free with nobody parked
+            self._wakeup.unpark_all()
         return not dropped
 
     def close(self) -> None:

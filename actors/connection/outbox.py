@@ -96,4 +96,7 @@ class Outbox:
         size = len(self._entries)
         if size > self.high_water:
             self.high_water = size
-        self._wakeup.unpark_all()
+        # NOTE: unpark_all() costs microseconds even with nobody parked, and the hub
+        # calls this once per event and subscriber: wake only a sender that waits.
+        if self._wakeup:
+            self._wakeup.unpark_all()
