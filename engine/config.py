@@ -185,6 +185,8 @@ class MarketConfig(BaseModel):
     watchdog_interval: PositiveFloat = 1.0
     candle_flush_interval: PositiveFloat = 1.0
     candle_flush_rows: int = Field(default=2000, ge=1)
+    # Seconds between publications of one forming candle (0 = every tick batch).
+    candle_publish_interval: float = Field(default=0.25, ge=0, le=5, allow_inf_nan=False)
     max_tick_age: PositiveFloat = 86400.0
     max_tick_ahead: PositiveFloat = 60.0
     calendar_dir: str = ""  # "" = the folder "calendar" beside the config file

@@ -4,8 +4,11 @@ One task owns all market state and applies tick batches in arrival order. Feeds
 hand batches in through a bounded lossless mailbox (they wait when it is full);
 accounts receive quotes through their own **conflating** mailboxes, so a slow
 account never slows the feed or another account — it only sees fewer, newer quotes.
-Published events (``quotes:``, ``candles:``) are conflated per batch: one quote per
-symbol and one forming candle per symbol and timeframe, plus every closed candle.
+Published events (``quotes:``, ``candles:``) are conflated: one quote per symbol and
+batch, every closed candle in the batch that closes it, and forming candles at most once
+per ``market.candle_publish_interval`` per symbol and timeframe, with a trailing edge
+(a forming bar that changed is published within about one interval even if no tick
+follows; 0 = once per batch, like quotes).
 Routing to accounts is per batch too (one ``put`` per symbol and watcher): no task runs
 while a batch is applied, so a mailbox ends up exactly as per-tick puts would leave it,
 and the puts that would have been conflated are still counted (``statistics().conflated``).
@@ -133,6 +136,12 @@ class MarketActor:
         self._all_watches: list[Watch] = []
         self._closed: list[CandleEvent] = []
         self._flush_now = trio.Event()
+        # Symbols whose forming bars changed since they were last published (an ordered
+        # set), and the event that wakes the forming publisher when one is added.
+        self._forming_pending: dict[str, None] = {}
+        self._forming_due = trio.Event()
+        # NOTE: every publication of this actor goes through this lock; see _send.
+        self._publish_lock = trio.StrictFIFOLock()
         self._paused = False
         self._last_tick_ms: int | None = None
         self._stale = False
@@ -261,6 +270,8 @@ class MarketActor:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._candle_writer)
             nursery.start_soon(self._watchdog)
+            if self._cfg.candle_publish_interval:
+                nursery.start_soon(self._forming_publisher)
             task_status.started(self)
             async for batch in self._inbox:
                 await self._apply(batch)
@@ -276,8 +287,9 @@ class MarketActor:
         # while a batch is applied, so nobody can see a quote between two of its ticks:
         # quotes are built, stored and routed once per symbol and batch (see _route).
         last: dict[str, _Latest] = {}
-        # Candle events: every closed bar, then the forming bars of each symbol of the
-        # batch as the batch leaves them (snapshots once per symbol, not per tick).
+        # Candle events: every closed bar, published with the batch; the forming bars
+        # are read once per symbol (not per tick), at the end of the batch or later by
+        # the forming publisher (see _forming_publisher).
         closed: list[CandleEvent] = []
         for tick in ticks:
             symbol = tick.symbol
@@ -302,7 +314,12 @@ class MarketActor:
         self._last_tick_ms = self._engine.clock()
         if closed:
             self._store_closed(closed)
-        forming = [candle for symbol in last for candle in books[symbol].forming_all()]
+        forming: list[CandleEvent] = []
+        if self._cfg.candle_publish_interval:
+            self._forming_pending.update(dict.fromkeys(last))
+            self._forming_due.set()
+        else:
+            forming = [candle for symbol in last for candle in books[symbol].forming_all()]
         await self._publish(quotes, closed, forming)
 
     def _route(self, last: dict[str, _Latest], received_ms: int) -> dict[str, Quote]:
@@ -361,7 +378,38 @@ class MarketActor:
         messages += [
             (f"candles:{e.symbol}:{e.tf}", dumps(e.to_wire())) for e in (*closed, *forming)
         ]
-        await self._engine.bus.publish_many(messages)
+        await self._send(messages)
+
+    async def _send(self, messages: list[tuple[str, bytes]]) -> None:
+        # NOTE: callers read the books and call this with no checkpoint in between, and
+        # the FIFO lock queues a caller at once, so the publications of this actor reach
+        # the bus in the order their state was read. Without it a forming bar could be
+        # published after the closed event of the same bar: on Redis, the forming
+        # publisher's round trip and the next batch's run concurrently, on different
+        # connections of the pool.
+        async with self._publish_lock:
+            await self._engine.bus.publish_many(messages)
+
+    async def _forming_publisher(self) -> None:
+        # Trailing-edge throttle of forming candles: woken by the first change after a
+        # publication, it waits one interval (more changes pile up in the pending set),
+        # then publishes the forming bars of every pending symbol as they are now, in
+        # one publish_many. With nothing pending it parks on the event, not on a timer.
+        # Reading the bars only now, never keeping snapshots, is what drops a pending
+        # forming bar that closed meanwhile: the closed bar was published with its batch
+        # (or by the watchdog), and the book holds the next bar, or none.
+        # A symbol is pending as a whole: the rare timeframe that dropped its ticks as
+        # late is published again unchanged, which is harmless on a conflated channel.
+        interval = self._cfg.candle_publish_interval
+        books = self._books
+        while True:
+            await self._forming_due.wait()
+            await trio.sleep(interval)
+            self._forming_due = trio.Event()
+            pending, self._forming_pending = self._forming_pending, {}
+            forming = [candle for symbol in pending for candle in books[symbol].forming_all()]
+            if forming:
+                await self._publish({}, [], forming)
 
     # ------------------------------------------------------------------ candles → PostgreSQL
 

@@ -20,6 +20,19 @@ def test_defaults_match_protocol_table() -> None:
     assert cfg.server.max_body_bytes == 32 * 1024 * 1024
 
 
+@pytest.mark.parametrize(
+    ("toml", "interval"), [("", 0.25), ("[market]\ncandle_publish_interval = 0\n", 0.0)]
+)
+def test_candle_publish_interval_defaults_to_a_quarter_second_and_zero_is_allowed(
+    tmp_path: Path, toml: str, interval: float
+) -> None:
+    """Forming candles are published every 0.25 s by default; 0 (every batch) is valid."""
+    f = tmp_path / "c.toml"
+    f.write_text(toml)
+    assert load_config(f, env={}).market.candle_publish_interval == interval
+    assert load_config(env={}).market.candle_publish_interval == 0.25
+
+
 def test_environment_overrides_the_file() -> None:
     """TICKSTREAM_* variables replace the TOML values and are typed."""
     cfg = load_config(
@@ -89,6 +102,9 @@ def test_secrets_never_show_in_repr_or_str() -> None:
         ("[server]\ngraceful_timeout = -1.0\n", "server.graceful_timeout"),
         ("[stream]\nqueue_capacity = 0\n", "stream.queue_capacity"),
         ("[stream]\nidle_timeout = 31.0\n", "stream.idle_timeout"),
+        ("[market]\ncandle_publish_interval = -0.25\n", "market.candle_publish_interval"),
+        ("[market]\ncandle_publish_interval = 60.0\n", "market.candle_publish_interval"),
+        ("[market]\ncandle_publish_interval = nan\n", "market.candle_publish_interval"),
     ],
 )
 def test_bad_file_values_name_the_key(tmp_path: Path, toml: str, key: str) -> None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any, Final
 
 import orjson
 import trio
 import trio.testing
 
 from actors.market.actor import MarketActor
+from actors.market.candles import TIMEFRAMES
 from actors.market.instruments import InstrumentMaster
 from actors.market.messages import Quote, TickBatch
+from engine.bus import InProcessBus, Subscription
 from engine.calendar import load_calendar
 from engine.config import Config, with_overrides
 from engine.mailbox import ConflatingMailbox
@@ -28,19 +33,39 @@ def _tick(symbol: str, ltp: str, ts: int, volume: int | None = None, **kw: objec
     return Tick(symbol, Decimal(ltp), ts, volume=volume, **kw)  # type: ignore[arg-type]
 
 
-def _actor(config: Config, clock: FakeClock, store: FakeStore | None = None) -> MarketActor:
+def _actor(
+    config: Config,
+    clock: FakeClock,
+    store: FakeStore | None = None,
+    bus: InProcessBus | None = None,
+) -> MarketActor:
     engine = fake_engine(config, clock, store)
+    if bus is not None:
+        engine = dataclasses.replace(engine, bus=bus)
     return MarketActor(engine, InstrumentMaster(engine.store), load_calendar())
 
 
-async def test_ticks_update_quotes_and_publish_conflated_events(config: Config) -> None:
-    """A batch updates the latest quote per symbol and publishes one quote event per symbol."""
+# (trio time received, channel, decoded data) of every message a subscription delivered.
+Log = list[tuple[float, str, Any]]
+
+
+async def _record(sub: Subscription, log: Log) -> None:
+    async for message in sub:
+        log.append((trio.current_time(), message.channel, orjson.loads(message.data)))
+
+
+async def test_ticks_update_quotes_and_publish_conflated_events(
+    config: Config, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A batch publishes one quote event per symbol at once; its forming candle follows
+    one ``candle_publish_interval`` later, with the batch's values."""
     clock = FakeClock(OPEN_MS)
     actor = _actor(config, clock)
     quotes = actor._engine.bus.subscribe("quotes:*")
     candles = actor._engine.bus.subscribe("candles:NIFTY:1m")
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
+        start = trio.current_time()
         await actor.submit(
             TickBatch(
                 (
@@ -66,7 +91,9 @@ async def test_ticks_update_quotes_and_publish_conflated_events(config: Config) 
             "ts": OPEN_MS + 1,
         }
         assert second["symbol"] == "BANKNIFTY"
+        assert trio.current_time() == start
         candle = orjson.loads((await candles.receive()).data)
+        assert trio.current_time() == start + config.market.candle_publish_interval
         assert (candle["open"], candle["high"], candle["close"], candle["closed"]) == (
             "24000.05",
             "24001",
@@ -245,3 +272,190 @@ async def test_option_quotes_are_grouped_by_chain(config: Config) -> None:
         assert list(chain) == [ce.symbol] and chain[ce.symbol].ltp == Decimal("120.5")
         assert actor.chain_quotes("NIFTY", dt.date(2027, 1, 26)) == {}
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------ forming candles, throttled
+
+SLOW_PUBLISH: Final = 0.1  # seconds a forming-only publication takes on _SlowFormingBus
+
+
+class _SlowFormingBus(InProcessBus):
+    # A publication without quotes (the forming publisher's) takes SLOW_PUBLISH, like a
+    # Redis round trip on a connection of its own; a batch's publication takes none.
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        if not any(channel.startswith("quotes:") for channel, _ in messages):
+            await trio.sleep(SLOW_PUBLISH)
+        await super().publish_many(messages)
+
+
+def _bars(log: Log, channel: str) -> list[tuple[float, int, bool, str]]:
+    # (time received, bar open, closed, close) of the candle events of one channel.
+    return [(t, d["ts"], d["closed"], d["close"]) for t, ch, d in log if ch == channel]
+
+
+async def test_a_burst_of_batches_publishes_each_forming_candle_once_with_its_latest_values(
+    config: Config, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Four batches within one interval: a quote per symbol and batch at once, but one
+    forming candle per symbol and timeframe, one interval after the first batch, in one
+    publication, carrying the state the last batch left."""
+    interval = config.market.candle_publish_interval
+    actor = _actor(config, FakeClock(OPEN_MS))
+    log: Log = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_record, actor._engine.bus.subscribe("*"), log)
+        await nursery.start(actor.run)
+        start = trio.current_time()
+        for i, price in enumerate(("100", "103", "99", "101")):
+            batch = (
+                _tick("NIFTY", price, OPEN_MS + i, volume=10 * (i + 1)),
+                _tick("SBIN", "800", OPEN_MS + i),
+            )
+            await actor.submit(TickBatch(batch, "test", OPEN_MS))
+            await trio.sleep(interval / 8)
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    quotes = [(t, ch) for t, ch, _ in log if ch.startswith("quotes:")]
+    assert len(quotes) == 8
+    assert quotes[-1][0] == start + 3 * (interval / 8)
+    candles = [(t, ch, d) for t, ch, d in log if ch.startswith("candles:")]
+    assert [ch for _, ch, _ in candles] == [
+        f"candles:{symbol}:{tf}" for symbol in ("NIFTY", "SBIN") for tf in TIMEFRAMES
+    ]
+    assert {t for t, _, _ in candles} == {start + interval}
+    for _, _, data in candles[:5]:
+        ohlcv = (data["open"], data["high"], data["low"], data["close"], data["volume"])
+        assert ohlcv == ("100", "103", "99", "101", 40)
+        assert data["closed"] is False
+    assert actor.statistics().ticks == 8
+
+
+async def test_a_forming_change_is_published_one_interval_later_without_another_tick(
+    config: Config, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Trailing edge: a tick right after a publication is published one interval after it,
+    though no tick follows; once nothing changed, nothing more is published."""
+    interval = config.market.candle_publish_interval
+    actor = _actor(config, FakeClock(OPEN_MS))
+    log: Log = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_record, actor._engine.bus.subscribe("candles:NIFTY:1m"), log)
+        await nursery.start(actor.run)
+        start = trio.current_time()
+        await actor.submit(TickBatch((_tick("NIFTY", "100", OPEN_MS),), "test", OPEN_MS))
+        await trio.sleep(interval * 1.5)
+        second = trio.current_time()
+        await actor.submit(TickBatch((_tick("NIFTY", "105", OPEN_MS + 1),), "test", OPEN_MS))
+        await trio.sleep(30)
+        nursery.cancel_scope.cancel()
+    assert _bars(log, "candles:NIFTY:1m") == [
+        (start + interval, OPEN_MS, False, "100"),
+        (second + interval, OPEN_MS, False, "105"),
+    ]
+
+
+async def test_a_bar_closed_by_a_tick_is_published_at_once_and_its_forming_update_dropped(
+    config: Config, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The pending forming update of a bar that a tick closes is never published: the
+    closed bar goes out with the closing batch, the next bar's forming state after it."""
+    interval = config.market.candle_publish_interval
+    actor = _actor(config, FakeClock(OPEN_MS))
+    log: Log = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_record, actor._engine.bus.subscribe("candles:NIFTY:1m"), log)
+        await nursery.start(actor.run)
+        start = trio.current_time()
+        await actor.submit(TickBatch((_tick("NIFTY", "100", OPEN_MS),), "test", OPEN_MS))
+        await trio.sleep(interval / 2)
+        closing = trio.current_time()
+        await actor.submit(
+            TickBatch((_tick("NIFTY", "101", OPEN_MS + 60_000),), "test", OPEN_MS + 60_000)
+        )
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    assert _bars(log, "candles:NIFTY:1m") == [
+        (closing, OPEN_MS, True, "100"),
+        (start + interval, OPEN_MS + 60_000, False, "101"),
+    ]
+
+
+async def test_a_bar_closed_by_the_timer_drops_its_pending_forming_update(
+    config: Config, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A bar the watchdog closes while its forming update waits: only the closed event is
+    published on its channel; the timeframes still forming get their update."""
+    cfg = with_overrides(config, market={"candle_publish_interval": 2.0, "watchdog_interval": 0.5})
+    clock = FakeClock(OPEN_MS + 30_000)
+    actor = _actor(cfg, clock)
+    log: Log = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_record, actor._engine.bus.subscribe("candles:NIFTY:*"), log)
+        await nursery.start(actor.run)
+        start = trio.current_time()
+        tick = _tick("NIFTY", "100", OPEN_MS + 30_000)
+        await actor.submit(TickBatch((tick,), "test", OPEN_MS + 30_000))
+        clock.now_ms = OPEN_MS + 60_000  # the 10:00 minute is over; the watchdog closes it
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    ((closed_at, ts, closed, close),) = _bars(log, "candles:NIFTY:1m")
+    assert (ts, closed, close) == (OPEN_MS, True, "100")
+    assert closed_at < start + 2.0
+    for tf in TIMEFRAMES[1:]:
+        assert [(t, closed) for t, _, closed, _ in _bars(log, f"candles:NIFTY:{tf}")] == [
+            (start + 2.0, False)
+        ]
+
+
+async def test_a_slow_forming_publication_is_never_overtaken_by_the_closed_bar(
+    config: Config, autojump_clock: trio.testing.MockClock
+) -> None:
+    """While the bus takes its time with a forming update, a tick closes that bar: the
+    closed event waits for the forming one, so it is published after it, never before."""
+    interval = config.market.candle_publish_interval
+    actor = _actor(config, FakeClock(OPEN_MS), bus=_SlowFormingBus())
+    log: Log = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_record, actor._engine.bus.subscribe("candles:NIFTY:1m"), log)
+        await nursery.start(actor.run)
+        start = trio.current_time()
+        await actor.submit(TickBatch((_tick("NIFTY", "100", OPEN_MS),), "test", OPEN_MS))
+        # The forming publication reads the bar at start + interval and is on the bus
+        # until SLOW_PUBLISH later; the closing tick comes in the middle.
+        await trio.sleep(interval + SLOW_PUBLISH / 2)
+        await actor.submit(
+            TickBatch((_tick("NIFTY", "101", OPEN_MS + 60_000),), "test", OPEN_MS + 60_000)
+        )
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    bars = _bars(log, "candles:NIFTY:1m")
+    assert [(ts, closed) for _, ts, closed, _ in bars] == [
+        (OPEN_MS, False),
+        (OPEN_MS, True),
+        (OPEN_MS + 60_000, False),
+    ]
+    assert bars[0][0] == bars[1][0] == start + interval + SLOW_PUBLISH
+
+
+async def test_interval_zero_publishes_the_forming_candles_with_every_batch(
+    config: Config, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``candle_publish_interval = 0``: every batch publishes its symbols' forming candles
+    at once, with its quotes, as before the throttle."""
+    cfg = with_overrides(config, market={"candle_publish_interval": 0.0})
+    actor = _actor(cfg, FakeClock(OPEN_MS))
+    log: Log = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_record, actor._engine.bus.subscribe("candles:NIFTY:*"), log)
+        await nursery.start(actor.run)
+        sent: list[float] = []
+        for i, price in enumerate(("100", "101", "102")):
+            sent.append(trio.current_time())
+            await actor.submit(TickBatch((_tick("NIFTY", price, OPEN_MS + i),), "test", OPEN_MS))
+            await trio.sleep(0.01)
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    assert len(log) == 3 * len(TIMEFRAMES)
+    assert _bars(log, "candles:NIFTY:1m") == [
+        (t, OPEN_MS, False, price) for t, price in zip(sent, ("100", "101", "102"), strict=True)
+    ]
