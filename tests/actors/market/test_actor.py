@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any, Final
 
@@ -52,6 +53,17 @@ Log = list[tuple[float, str, Any]]
 async def _record(sub: Subscription, log: Log) -> None:
     async for message in sub:
         log.append((trio.current_time(), message.channel, orjson.loads(message.data)))
+
+
+@asynccontextmanager
+async def _running(actor: MarketActor, pattern: str) -> AsyncIterator[Log]:
+    """Run ``actor`` for the block, logging what it publishes on ``pattern``."""
+    log: Log = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_record, actor._engine.bus.subscribe(pattern), log)
+        await nursery.start(actor.run)
+        yield log
+        nursery.cancel_scope.cancel()
 
 
 async def test_ticks_update_quotes_and_publish_conflated_events(
@@ -301,10 +313,7 @@ async def test_a_burst_of_batches_publishes_each_forming_candle_once_with_its_la
     publication, carrying the state the last batch left."""
     interval = config.market.candle_publish_interval
     actor = _actor(config, FakeClock(OPEN_MS))
-    log: Log = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_record, actor._engine.bus.subscribe("*"), log)
-        await nursery.start(actor.run)
+    async with _running(actor, "*") as log:
         start = trio.current_time()
         for i, price in enumerate(("100", "103", "99", "101")):
             batch = (
@@ -314,7 +323,6 @@ async def test_a_burst_of_batches_publishes_each_forming_candle_once_with_its_la
             await actor.submit(TickBatch(batch, "test", OPEN_MS))
             await trio.sleep(interval / 8)
         await trio.sleep(10)
-        nursery.cancel_scope.cancel()
     quotes = [(t, ch) for t, ch, _ in log if ch.startswith("quotes:")]
     assert len(quotes) == 8
     assert quotes[-1][0] == start + 3 * (interval / 8)
@@ -337,17 +345,13 @@ async def test_a_forming_change_is_published_one_interval_later_without_another_
     though no tick follows; once nothing changed, nothing more is published."""
     interval = config.market.candle_publish_interval
     actor = _actor(config, FakeClock(OPEN_MS))
-    log: Log = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_record, actor._engine.bus.subscribe("candles:NIFTY:1m"), log)
-        await nursery.start(actor.run)
+    async with _running(actor, "candles:NIFTY:1m") as log:
         start = trio.current_time()
         await actor.submit(TickBatch((_tick("NIFTY", "100", OPEN_MS),), "test", OPEN_MS))
         await trio.sleep(interval * 1.5)
         second = trio.current_time()
         await actor.submit(TickBatch((_tick("NIFTY", "105", OPEN_MS + 1),), "test", OPEN_MS))
         await trio.sleep(30)
-        nursery.cancel_scope.cancel()
     assert _bars(log, "candles:NIFTY:1m") == [
         (start + interval, OPEN_MS, False, "100"),
         (second + interval, OPEN_MS, False, "105"),
@@ -361,10 +365,7 @@ async def test_a_bar_closed_by_a_tick_is_published_at_once_and_its_forming_updat
     closed bar goes out with the closing batch, the next bar's forming state after it."""
     interval = config.market.candle_publish_interval
     actor = _actor(config, FakeClock(OPEN_MS))
-    log: Log = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_record, actor._engine.bus.subscribe("candles:NIFTY:1m"), log)
-        await nursery.start(actor.run)
+    async with _running(actor, "candles:NIFTY:1m") as log:
         start = trio.current_time()
         await actor.submit(TickBatch((_tick("NIFTY", "100", OPEN_MS),), "test", OPEN_MS))
         await trio.sleep(interval / 2)
@@ -373,7 +374,6 @@ async def test_a_bar_closed_by_a_tick_is_published_at_once_and_its_forming_updat
             TickBatch((_tick("NIFTY", "101", OPEN_MS + 60_000),), "test", OPEN_MS + 60_000)
         )
         await trio.sleep(10)
-        nursery.cancel_scope.cancel()
     assert _bars(log, "candles:NIFTY:1m") == [
         (closing, OPEN_MS, True, "100"),
         (start + interval, OPEN_MS + 60_000, False, "101"),
@@ -388,16 +388,12 @@ async def test_a_bar_closed_by_the_timer_drops_its_pending_forming_update(
     cfg = with_overrides(config, market={"candle_publish_interval": 2.0, "watchdog_interval": 0.5})
     clock = FakeClock(OPEN_MS + 30_000)
     actor = _actor(cfg, clock)
-    log: Log = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_record, actor._engine.bus.subscribe("candles:NIFTY:*"), log)
-        await nursery.start(actor.run)
+    async with _running(actor, "candles:NIFTY:*") as log:
         start = trio.current_time()
         tick = _tick("NIFTY", "100", OPEN_MS + 30_000)
         await actor.submit(TickBatch((tick,), "test", OPEN_MS + 30_000))
         clock.now_ms = OPEN_MS + 60_000  # the 10:00 minute is over; the watchdog closes it
         await trio.sleep(10)
-        nursery.cancel_scope.cancel()
     ((closed_at, ts, closed, close),) = _bars(log, "candles:NIFTY:1m")
     assert (ts, closed, close) == (OPEN_MS, True, "100")
     assert closed_at < start + 2.0
@@ -414,10 +410,7 @@ async def test_a_slow_forming_publication_is_never_overtaken_by_the_closed_bar(
     closed event waits for the forming one, so it is published after it, never before."""
     interval = config.market.candle_publish_interval
     actor = _actor(config, FakeClock(OPEN_MS), bus=_SlowFormingBus())
-    log: Log = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_record, actor._engine.bus.subscribe("candles:NIFTY:1m"), log)
-        await nursery.start(actor.run)
+    async with _running(actor, "candles:NIFTY:1m") as log:
         start = trio.current_time()
         await actor.submit(TickBatch((_tick("NIFTY", "100", OPEN_MS),), "test", OPEN_MS))
         # The forming publication reads the bar at start + interval and is on the bus
@@ -427,7 +420,6 @@ async def test_a_slow_forming_publication_is_never_overtaken_by_the_closed_bar(
             TickBatch((_tick("NIFTY", "101", OPEN_MS + 60_000),), "test", OPEN_MS + 60_000)
         )
         await trio.sleep(10)
-        nursery.cancel_scope.cancel()
     bars = _bars(log, "candles:NIFTY:1m")
     assert [(ts, closed) for _, ts, closed, _ in bars] == [
         (OPEN_MS, False),
@@ -444,17 +436,13 @@ async def test_interval_zero_publishes_the_forming_candles_with_every_batch(
     at once, with its quotes, as before the throttle."""
     cfg = with_overrides(config, market={"candle_publish_interval": 0.0})
     actor = _actor(cfg, FakeClock(OPEN_MS))
-    log: Log = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_record, actor._engine.bus.subscribe("candles:NIFTY:*"), log)
-        await nursery.start(actor.run)
+    async with _running(actor, "candles:NIFTY:*") as log:
         sent: list[float] = []
         for i, price in enumerate(("100", "101", "102")):
             sent.append(trio.current_time())
             await actor.submit(TickBatch((_tick("NIFTY", price, OPEN_MS + i),), "test", OPEN_MS))
             await trio.sleep(0.01)
         await trio.sleep(10)
-        nursery.cancel_scope.cancel()
     assert len(log) == 3 * len(TIMEFRAMES)
     assert _bars(log, "candles:NIFTY:1m") == [
         (t, OPEN_MS, False, price) for t, price in zip(sent, ("100", "101", "102"), strict=True)
