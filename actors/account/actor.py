@@ -53,8 +53,18 @@ OUTBOX_RETRY: Final = 0.2  # seconds before marking published outbox rows again 
 # round trip of its own); the marker task writes them alone only after this long.
 OUTBOX_MARK_AFTER: Final = 1.0  # seconds
 PAPER_FEE: Final = Decimal(0)
+# The primary key of order_events: a write refused by it means another writer (another
+# node holding this account) moved the ledger on, and this actor's memory is behind it.
+SEQ_CONSTRAINT: Final = "order_events_pkey"
 
 AccountState = Literal["starting", "running", "quarantined", "stopped"]
+
+
+class LedgerAhead(Exception):
+    """The ledger holds events this actor has not seen (another writer of the account)."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"account {account_id}: the ledger is ahead of memory; rebuilding")
 
 
 @dataclass(eq=False, slots=True)
@@ -194,6 +204,11 @@ class AccountActor:
                         {"sqlstate": exc.sqlstate},
                     )
                 )
+                if exc.is_unique_violation and exc.constraint == SEQ_CONSTRAINT:
+                    # NOTE: memory is behind the ledger (another node wrote this account's
+                    # next seq): every later write would fail the same way. Crash, so the
+                    # supervisor restarts the actor and it rebuilds from the ledger.
+                    raise LedgerAhead(self._handle.id) from None
             except BaseException:
                 # NOTE: the caller must not wait forever on a command that killed the
                 # actor; it learns to retry (idempotency keys make that safe).

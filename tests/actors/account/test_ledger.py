@@ -316,3 +316,41 @@ async def test_a_command_waiting_for_the_actors_lock_is_answered_when_the_actor_
         with pytest.raises(ProtocolError) as refused:
             await command.reply.wait()
     assert refused.value.code == "busy"
+
+
+async def test_an_actor_behind_the_ledger_rebuilds_and_trades_on(world: World) -> None:
+    """Another writer of the account (a second node holding it) moves the ledger on: the
+    stale actor's next write is refused (503, nothing recorded), it restarts and rebuilds
+    from the ledger, and then trades on with a state that includes the other writer's fill."""
+    await world.tick("SBIN", "800", bid=Decimal("799.95"), ask=Decimal("800.05"))
+    first = await world.send("ACC1", order("buy", 2))
+    assert first["status"] == "filled"  # type: ignore[index]
+    other_handle = AccountHandle("ACC1", Mailbox(4, name="account:ACC1:other-node"))
+    other = AccountActor(world.engine, other_handle, world.market)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(other.run)
+            command = order("buy", 3)
+            await other_handle.mailbox.send(command)
+            assert (await command.reply.wait())["status"] == "filled"  # type: ignore[index]
+            nursery.cancel_scope.cancel()
+        with pytest.raises(ProtocolError) as refused:
+            await world.send("ACC1", order("buy", 4))
+        assert refused.value.code == "database_unavailable"
+        handle = world.accounts.get("ACC1")
+        assert handle is not None
+        while handle.state != "running":  # noqa: ASYNC110 - no event for this state
+            await trio.sleep(0.05)
+        third = await world.send("ACC1", order("buy", 5))
+    assert third["status"] == "filled"  # type: ignore[index]
+    positions = await world.send("ACC1", GetPositions())
+    assert [(p["symbol"], p["net_quantity"]) for p in positions] == [("SBIN", "10")]  # type: ignore[attr-defined, index]
+    assert world.sql("SELECT sum(quantity) FROM fills WHERE account_id = 'ACC1'") == [
+        (Decimal(10),)
+    ]
+    assert (
+        world.engine.metrics.registry.get_sample_value(
+            "tickstream_actor_restarts_total", {"supervisor": "accounts", "child": "ACC1"}
+        )
+        == 1
+    )
