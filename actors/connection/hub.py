@@ -7,8 +7,8 @@ subscriber's outbox without waiting. Lossless channels keep a retention buffer o
 recent frames; account orders fall back on the PostgreSQL ledger, so their history is
 always recoverable.
 
-Snapshots come from the actors' read side (market quotes, candles, chains) or through
-their mailboxes (positions, P&L, strategies), and from the ledger for orders.
+Snapshots and ledger replays are read by :mod:`.snapshots` (the market actor's state,
+the account and strategy actors through their mailboxes, the ledger for orders).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import collections
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import orjson
 import trio
@@ -26,38 +26,19 @@ import protocol
 from engine.bus import Subscription
 from engine.config import StreamConfig
 from engine.context import Engine
-from engine.mailbox import MailboxClosed, MailboxFull
-from engine.store import Connection as DbConnection
 from protocol import Channel, ChannelKind, ErrorCode, ProtocolError
 
-from ..account.ledger import order_wire
-from ..account.messages import GetPnl, GetPositions
 from ..account.supervisor import Accounts
 from ..market.actor import MarketActor
-from ..market.chain import chain_snapshot
-from ..market.live import UniverseCache
 from ..strategy.actor import StrategyActor
-from ..strategy.messages import ListQuery, ListStrategies
 from .outbox import Outbox, SlowConsumer
 from .registry import ConnectionRegistry
+from .snapshots import Snapshots
 
 LOG = logging.getLogger(__name__)
 
 LEDGER_EPOCH: Final = "ledger"  # account orders: the ledger's history survives restarts
 BUS_PATTERNS: Final = ("quotes:*", "candles:*", "chain:*", "account:*")
-STRATEGY_PAGE: Final = 500
-# One statement, one snapshot: the open orders and the last seq they reflect (a row of
-# NULL order columns when there is no open order).
-LOAD_ORDERS_SNAPSHOT: Final = """
-WITH last AS (SELECT coalesce(max(seq), 0) AS last_seq FROM order_events WHERE account_id = $1)
-SELECT last.last_seq, o.* FROM last LEFT JOIN orders o
-    ON o.account_id = $1 AND o.status IN ('open', 'partially_filled')
-ORDER BY o.created_ts, o.id
-"""
-LOAD_EVENTS: Final = (
-    "SELECT seq, payload FROM order_events WHERE account_id = $1 AND seq > $2 AND seq <= $3"
-    " ORDER BY seq LIMIT $4"
-)
 
 
 class Closer(Protocol):
@@ -142,10 +123,8 @@ class StreamHub:
     ) -> None:
         self._engine = engine
         self._config: StreamConfig = engine.config.stream
-        self._market = market
         self._accounts = accounts
-        self._strategies = strategies
-        self._universes = UniverseCache(market.master)
+        self._reads = Snapshots(engine, market, accounts, strategies)
         self._states: dict[str, ChannelState] = {}
         self.epoch = secrets.token_hex(6)  # this node's history of conflated channels
         self.events = 0
@@ -196,7 +175,9 @@ class StreamHub:
             if seq <= state.seq:
                 return  # republished from the outbox after a restart, or out of date
             if state.seq and seq > state.seq + 1:
-                for missed_seq, missed in await self._ledger_events(channel, state.seq, seq - 1):
+                for missed_seq, missed in await self._reads.ledger_events(
+                    channel, state.seq, seq - 1
+                ):
                     self._fan_out(state, missed_seq, None, missed)
             self._fan_out(state, seq, None, protocol.dumps(wrapped["data"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -280,7 +261,7 @@ class StreamHub:
 
     async def _open_conflated(self, state: ChannelState, since: int | None) -> Opened:
         seq = state.seq
-        snapshot = await self._snapshot(state.channel)
+        snapshot = await self._reads.snapshot(state.channel)
         frame: dict[str, object] = {
             "op": "subscribed",
             "channel": state.channel.name,
@@ -292,65 +273,11 @@ class StreamHub:
             frame["recovered"] = False
         return Opened(frame, [], seq)
 
-    async def _snapshot(self, channel: Channel) -> object:
-        market = self._market
-        kind = channel.kind
-        if kind is ChannelKind.QUOTES:
-            quote = market.quote(channel.key)
-            await trio.lowlevel.checkpoint()
-            return None if quote is None else quote.to_wire()
-        if kind is ChannelKind.CANDLES:
-            await trio.lowlevel.checkpoint()
-            book = market.candles(channel.key)
-            assert channel.tf is not None  # noqa: S101 - parse_channel sets it for candles
-            if book is None:
-                return {"forming": None, "last_closed": None}
-            forming, closed = book.forming(channel.tf), book.last_closed(channel.tf)  # type: ignore[arg-type]
-            return {
-                "forming": None if forming is None else forming.to_wire(),
-                "last_closed": None if closed is None else closed.to_wire(),
-            }
-        if kind is ChannelKind.CHAIN:
-            assert channel.expiry is not None  # noqa: S101 - parse_channel sets it for chains
-            await trio.lowlevel.checkpoint()
-            snap = chain_snapshot(
-                market, channel.key, channel.expiry, self._engine.clock(), self._universes.get()
-            )
-            return None if snap is None else snap.to_wire()
-        return await self._account_snapshot(channel)
-
-    async def _account_snapshot(self, channel: Channel) -> object:
-        account = channel.key
-        if channel.kind is ChannelKind.STRATEGIES:
-            if self._strategies is None:
-                return {"items": []}
-            page = ListStrategies(account, ListQuery(limit=STRATEGY_PAGE))
-            return await self._ask(self._strategies.mailbox, page, page.reply)
-        handle = self._accounts.get(account)
-        if handle is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, "no such account", {"account": account})
-        if channel.kind is ChannelKind.PNL:
-            pnl = GetPnl()
-            return await self._ask(handle.mailbox, pnl, pnl.reply)
-        positions = GetPositions()
-        return {"items": await self._ask(handle.mailbox, positions, positions.reply)}
-
-    async def _ask(self, mailbox: Any, command: Any, reply: Any) -> Any:
-        try:
-            mailbox.send_nowait(command)
-        except (MailboxFull, MailboxClosed):
-            raise ProtocolError(
-                ErrorCode.BUSY, "actor busy; subscribe again", retry_after=1
-            ) from None
-        with trio.move_on_after(self._engine.config.accounts.reply_timeout):
-            return await reply.wait()
-        raise ProtocolError(ErrorCode.BUSY, "actor did not answer in time", retry_after=1)
-
     async def _open_lossless(
         self, state: ChannelState, since: int | None, epoch: str | None
     ) -> Opened:
         channel = state.channel
-        last_seq, orders = await self._orders_snapshot(channel.key)
+        last_seq, orders = await self._reads.orders(channel.key)
         base: dict[str, object] = {
             "op": "subscribed",
             "channel": channel.name,
@@ -361,7 +288,7 @@ class StreamHub:
             source = "memory"
             if replay is None:
                 source = "ledger"
-                events = await self._ledger_events(channel, since, last_seq)
+                events = await self._reads.ledger_events(channel, since, last_seq)
                 if len(events) == last_seq - since:
                     replay = [event_frame(channel.name, s, d) for s, d in events]
             if replay is not None:
@@ -379,31 +306,6 @@ class StreamHub:
         if not kept or kept[0][0] > since + 1 or kept[-1][0] < last:
             return None
         return [frame for seq, frame in kept if since < seq <= last]
-
-    async def _orders_snapshot(self, account: str) -> tuple[int, list[dict[str, object]]]:
-        async def read(conn: DbConnection) -> list[Any]:
-            return await conn.fetch(LOAD_ORDERS_SNAPSHOT, account)
-
-        rows = await self._engine.store.run_unit(read, transaction=False)
-        last = int(rows[0]["last_seq"]) if rows else 0
-        return last, [order_wire(r) for r in rows if r["id"] is not None]
-
-    async def _ledger_events(
-        self, channel: Channel, after: int, upto: int
-    ) -> list[tuple[int, bytes]]:
-        limit = min(upto - after, self._config.replay_max + 1)
-        if limit <= 0:
-            return []
-
-        async def read(conn: DbConnection) -> list[tuple[int, bytes]]:
-            rows = await conn.fetch(LOAD_EVENTS, channel.key, after, upto, limit)
-            # NOTE: jsonb text is re-encoded so a replayed frame equals the live one.
-            return [(int(r["seq"]), protocol.dumps(orjson.loads(r["payload"]))) for r in rows]
-
-        events = await self._engine.store.run_unit(read, transaction=False)
-        if len(events) > self._config.replay_max:
-            return []
-        return events
 
 
 def _conflation_key(channel: Channel, data: bytes) -> object:

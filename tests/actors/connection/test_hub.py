@@ -12,13 +12,13 @@ import trio.testing
 
 from actors.account.supervisor import Accounts
 from actors.connection.hub import (
-    LOAD_EVENTS,
     StreamHub,
     Subscriber,
     _conflation_key,
     event_frame,
 )
 from actors.connection.outbox import Outbox
+from actors.connection.snapshots import LOAD_EVENTS
 from actors.market.actor import MarketActor
 from actors.market.instruments import InstrumentMaster
 from engine.calendar import load_calendar
