@@ -277,10 +277,17 @@ def verify_with_keys(
     Raises:
         AuthError: as :func:`verify_token`, or ``unknown_kid``.
     """
+    principal, iat = _verify_by_kid(token, keys, issuer=issuer, audience=audience)
+    check_times(principal.expires_at, iat, now=now, leeway=leeway)
+    return principal
+
+
+def _verify_by_kid(
+    token: str, keys: KeySet, *, issuer: str, audience: str
+) -> tuple[Principal, int]:
     if len(token) > MAX_TOKEN_BYTES:
         raise AuthError("too_long")
-    secret = keys.secret_for(token)
-    return verify_token(token, secret, issuer=issuer, audience=audience, leeway=leeway, now=now)
+    return _verify(token, keys.secret_for(token), issuer=issuer, audience=audience)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,9 +342,7 @@ class VerifiedTokens:
             self._entries.move_to_end(token)
             self.hits += 1
             return entry.principal
-        if len(token) > MAX_TOKEN_BYTES:
-            raise AuthError("too_long")
-        principal, iat = _verify(token, keys.secret_for(token), issuer=issuer, audience=audience)
+        principal, iat = _verify_by_kid(token, keys, issuer=issuer, audience=audience)
         check_times(principal.expires_at, iat, now=now, leeway=leeway)
         self._entries[token] = _Verified(principal, iat, keys, issuer, audience)
         self._entries.move_to_end(token)
