@@ -4,7 +4,8 @@
   :class:`StreamSocket` sends ``subscribe``/``unsubscribe``/``ping`` and reads messages,
   accepting both one object per frame and an array of them.
 - :class:`ResumingStream` keeps a set of subscriptions alive across drops: after a close
-  (4008 slow consumer, 1001 drain, a lost connection) it reconnects and resubscribes
+  (4008 slow consumer, 1001 drain, a lost connection, or ``silence_timeout`` seconds
+  without a message — the server sends heartbeats) it reconnects and resubscribes
   each channel with ``since``/``epoch`` of the last event it delivered, so a lossless
   channel continues with no gap and no duplicate (or starts again from a snapshot when
   the server answers ``recovered: false``).
@@ -36,6 +37,11 @@ RECONNECT_FIRST: Final = 0.1  # seconds
 RECONNECT_MAX: Final = 5.0
 MAX_MESSAGE: Final = 64 * 1024 * 1024
 PING_EVERY: Final = 10.0  # seconds; the server closes a socket silent for its idle timeout
+# NOTE: the server sends a heartbeat after stream.heartbeat_interval (10 s) of silence and
+# answers every ping, so a socket that brings nothing for this long is dead. A connection
+# the server's kernel aborted (TCP_USER_TIMEOUT) may send no RST: without this the client
+# would wait on it forever.
+SILENCE_TIMEOUT: Final = 30.0  # seconds
 
 
 class StreamSocket:
@@ -110,14 +116,17 @@ class ResumingStream:
     """Subscriptions that survive drops: resumes every channel after its last event.
 
     Iterate it for ``subscribed`` and ``event`` messages (events already delivered are
-    never yielded twice). ``reconnects`` counts the times it had to reconnect.
+    never yielded twice). ``reconnects`` counts the times it had to reconnect, ``silent``
+    the sockets it gave up because nothing arrived for ``silence_timeout`` seconds.
     """
 
     url: str
     token: Callable[[], str]
     channels: Iterable[str]
     positions: dict[str, _Position] = field(default_factory=dict)
+    silence_timeout: float = SILENCE_TIMEOUT
     reconnects: int = 0
+    silent: int = 0
     _scope: trio.CancelScope | None = None
 
     async def __aenter__(self) -> ResumingStream:
@@ -162,16 +171,26 @@ class ResumingStream:
 
     async def _pump(self, sock: StreamSocket) -> None:
         # The server's idle timeout counts client frames only: ping every PING_EVERY.
-        ping_at = trio.current_time() + PING_EVERY
+        # A socket silent for silence_timeout is abandoned as drop() does (closing it
+        # politely could wait on the dead connection), and the stream resumes.
+        now = trio.current_time
+        ping_at = now() + PING_EVERY
+        heard = now()
         while True:
             message = None
-            with trio.move_on_at(ping_at):  # receive() is cancel-safe; _deliver is not bounded
+            # receive() is cancel-safe; _deliver is not bounded.
+            with trio.move_on_at(min(ping_at, heard + self.silence_timeout)):
                 message = await sock.receive()
             if message is not None:
+                heard = now()
                 await self._deliver(message)
-            if trio.current_time() >= ping_at:
+            elif now() >= heard + self.silence_timeout:
+                LOG.info("stream silent for %.1f s; reconnecting", self.silence_timeout)
+                self.silent += 1
+                await self.drop()
+            if now() >= ping_at:
                 await sock.send({"op": "ping"})
-                ping_at = trio.current_time() + PING_EVERY
+                ping_at = now() + PING_EVERY
 
     async def drop(self) -> None:
         """Abandon the current socket (as a network drop would); the stream resumes."""
