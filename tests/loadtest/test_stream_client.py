@@ -21,26 +21,15 @@ async def test_a_silent_socket_is_abandoned_and_the_stream_resumes_after_its_las
     async def handler(request: WebSocketRequest) -> None:
         ws = await request.accept()
         try:
-            frame = orjson.loads(await ws.get_message())
-            subscribes.append(frame)
-            if len(subscribes) == 1:
-                await ws.send_message(
-                    orjson.dumps(
-                        {"op": "subscribed", "channel": CHANNEL, "epoch": "E", "seq": 5}
-                    ).decode()
-                )
-                await ws.send_message(
-                    orjson.dumps({"op": "event", "channel": CHANNEL, "seq": 6}).decode()
-                )
-                await trio.sleep_forever()  # silent from now on, and never closes
-            await ws.send_message(
-                orjson.dumps(
-                    {"op": "subscribed", "channel": CHANNEL, "epoch": "E", "seq": 6}
-                ).decode()
-            )
-            await ws.send_message(
-                orjson.dumps({"op": "event", "channel": CHANNEL, "seq": 7}).decode()
-            )
+            subscribes.append(orjson.loads(await ws.get_message()))
+            # First socket: subscribed at 5, event 6, then silent and never closed.
+            # Second: the resumed subscription at 6, then event 7.
+            first = len(subscribes) == 1
+            for frame in (
+                {"op": "subscribed", "channel": CHANNEL, "epoch": "E", "seq": 5 if first else 6},
+                {"op": "event", "channel": CHANNEL, "seq": 6 if first else 7},
+            ):
+                await ws.send_message(orjson.dumps(frame).decode())
             await trio.sleep_forever()
         except ConnectionClosed:
             return
