@@ -26,6 +26,7 @@ import trio
 
 from actors.account.supervisor import Accounts
 from actors.connection.hub import StreamHub
+from actors.connection.snapshots import Snapshots
 from actors.feed.redis_stream import RedisStreamFeed
 from actors.feed.replay import ReplayFeed
 from actors.feed.simulator import MarketSimulator, SimulatorFeed
@@ -160,7 +161,7 @@ def build_runtime(config: Config, dsn: str, clock: WallClock = system_clock_ms) 
     accounts = Accounts(engine, market)
     strategies = StrategyActor(engine, market)
     chains = ChainPublisher(engine, market)
-    hub = StreamHub(engine, market, accounts, strategies)
+    hub = StreamHub(engine, Snapshots(engine, market, accounts, strategies))
     actors = Actors(market=market, accounts=accounts, strategies=strategies, stream=hub)
     gateway = Gateway(engine, actors)
     feeds = Supervisor(

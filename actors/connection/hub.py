@@ -28,9 +28,6 @@ from engine.config import StreamConfig
 from engine.context import Engine
 from protocol import Channel, ChannelKind, ErrorCode, ProtocolError
 
-from ..account.supervisor import Accounts
-from ..market.actor import MarketActor
-from ..strategy.actor import StrategyActor
 from .outbox import Outbox, SlowConsumer
 from .registry import ConnectionRegistry
 from .snapshots import Snapshots
@@ -114,17 +111,10 @@ def event_frame(name: str, seq: int, data: bytes) -> bytes:
 class StreamHub:
     """Fan-out of bus events to stream connections (one per engine)."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        market: MarketActor,
-        accounts: Accounts,
-        strategies: StrategyActor | None,
-    ) -> None:
+    def __init__(self, engine: Engine, reads: Snapshots) -> None:
         self._engine = engine
         self._config: StreamConfig = engine.config.stream
-        self._accounts = accounts
-        self._reads = Snapshots(engine, market, accounts, strategies)
+        self._reads = reads
         self._states: dict[str, ChannelState] = {}
         self.epoch = secrets.token_hex(6)  # this node's history of conflated channels
         self.events = 0
@@ -223,7 +213,7 @@ class StreamHub:
         """
         channel = subscriber.channel
         account = channel.account
-        if account is not None and self._accounts.get(account) is None:
+        if account is not None and not self._reads.has_account(account):
             await trio.lowlevel.checkpoint()
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such account", {"account": account})
         state = self._states.get(channel.name)

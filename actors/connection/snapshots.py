@@ -60,6 +60,10 @@ class Snapshots:
         self._strategies = strategies
         self._universes = UniverseCache(market.master)
 
+    def has_account(self, account: str) -> bool:
+        """Return whether ``account`` is one the engine runs."""
+        return self._accounts.get(account) is not None
+
     async def snapshot(self, channel: Channel) -> object:
         """Return the ``snapshot`` of a conflated channel's ``subscribed`` frame.
 

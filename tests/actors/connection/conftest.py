@@ -10,6 +10,7 @@ import trio
 
 from actors.account.supervisor import Accounts
 from actors.connection.hub import StreamHub
+from actors.connection.snapshots import Snapshots
 from actors.market.actor import MarketActor
 from actors.market.instruments import InstrumentMaster
 from engine.calendar import load_calendar
@@ -27,7 +28,7 @@ class KnownAccounts(Accounts):
 async def hub(engine: Engine) -> AsyncIterator[StreamHub]:
     """A running hub over an idle market actor; ACC1 exists, without an actor."""
     market = MarketActor(engine, InstrumentMaster(engine.store), load_calendar())
-    hub = StreamHub(engine, market, KnownAccounts(engine, market), None)
+    hub = StreamHub(engine, Snapshots(engine, market, KnownAccounts(engine, market), None))
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run)
         yield hub

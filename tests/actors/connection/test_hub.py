@@ -18,7 +18,7 @@ from actors.connection.hub import (
     event_frame,
 )
 from actors.connection.outbox import Outbox
-from actors.connection.snapshots import LOAD_EVENTS
+from actors.connection.snapshots import LOAD_EVENTS, Snapshots
 from actors.market.actor import MarketActor
 from actors.market.instruments import InstrumentMaster
 from engine.calendar import load_calendar
@@ -318,7 +318,7 @@ async def test_a_long_burst_yields_every_batch_max_messages(config: Config) -> N
     """
     engine = fake_engine(with_overrides(config, stream={"batch_max": 2}), FakeClock(NOW_MS))
     market = MarketActor(engine, InstrumentMaster(engine.store), load_calendar())
-    hub = StreamHub(engine, market, Accounts(engine, market), None)
+    hub = StreamHub(engine, Snapshots(engine, market, Accounts(engine, market), None))
     box = Outbox(64)
     subs = [Subscriber(parse_channel(f"quotes:S{i}"), box, Closes()) for i in range(40)]
     taken: list[int] = []
