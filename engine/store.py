@@ -1,13 +1,18 @@
 """PostgreSQL adapter: the only module that talks to asyncpg (an asyncio library).
 
-The engine runs inside ``trio_asyncio.open_loop()``. Every unit of work — acquire a
-connection, maybe open a transaction, run statements, release — is ONE asyncio
-coroutine called once through ``aio_as_trio``. Wrapping ``pool.acquire()`` or
-``conn.transaction()`` as separate trio context managers is not cancel-safe: a trio
-cancellation between them leaves connections "idle in transaction" and
-``pool.close()`` then hangs shutdown. Inside one coroutine, a trio cancellation
-arrives as ``asyncio.CancelledError`` and asyncpg's own context managers roll back
-and release the connection.
+The engine runs inside ``trio_asyncio.open_loop()``. The pool is on the trio side: a
+FIFO ``trio.Semaphore`` of its size admits units in arrival order, and a checked-out
+asyncpg connection (an idle one, or a new one) is handed to the unit. The unit itself —
+maybe a transaction, its statements — is ONE asyncio coroutine called once through
+``aio_as_trio``. asyncpg's own pool costs eight more asyncio callbacks per unit (its
+acquire and release are coroutines with their own queue), each a trio task switch here:
+about half the adapter's CPU per order (see ``loadtest/bench_orders.py``).
+
+Cancel safety: a trio cancellation arrives inside the unit as ``asyncio.CancelledError``;
+asyncpg's transaction rolls back and it asks the server to cancel the statement; a
+connection whose unit did not end normally (or with a statement error, after which the
+session is clean) is closed rather than reused, so no connection is ever left "idle in
+transaction" or mid-protocol.
 
 All SQL is parameterised (``$1``, ``$2`` …); identifiers never come from input.
 """
@@ -103,17 +108,6 @@ def effective_pool_size(config: DatabaseConfig, max_connections: int) -> int:
     return max(1, min(config.pool_max, share))
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """The pool's reset hook: nothing to undo, so no reset query on release.
-
-    asyncpg's default reset sends ``RESET ALL; UNLISTEN *; CLOSE ALL;`` (and more) after
-    every unit: one more round trip to the server for each order. The engine's
-    connections never change session state (no ``SET``, ``LISTEN``, advisory lock,
-    cursor or temporary table; the settings come from ``server_settings`` at connect),
-    and asyncpg still rolls back a transaction left open before this hook runs.
-    """
-
-
 class Store:
     """An asyncpg pool driven from trio.
 
@@ -123,11 +117,12 @@ class Store:
     def __init__(self, config: DatabaseConfig, dsn: str) -> None:
         self._config = config
         self._dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-        # Admission in arrival order: asyncpg's pool does not serve waiters FIFO, so
-        # under a burst some units starved past acquire_timeout while later ones ran.
-        # A trio semaphore (FIFO) of the pool's size queues them fairly on the trio side.
+        # Admission in arrival order, one slot per connection the pool may hold: a unit
+        # holding a slot takes an idle connection or opens one, so the pool never holds
+        # more than ``_max_size`` (idle + in use).
         self._slots: trio.Semaphore | None = None
+        self._idle: list[asyncpg.Connection] = []  # LIFO: the warmest connection first
+        self._in_use = 0
         self._max_size = 0
         self._waiting = 0
 
@@ -137,7 +132,7 @@ class Store:
         """Open the pool (retrying while the server is not up), serve, close on exit.
 
         Cancellation: closing is shielded and bounded by ``CLOSE_TIMEOUT``; past it
-        the pool is terminated.
+        the remaining connections are terminated.
         """
         await self.open()
         try:
@@ -148,19 +143,20 @@ class Store:
                 await self.close()
 
     async def open(self) -> None:
-        """Create the pool, retrying connection failures with tenacity.
+        """Size the pool and open its first ``pool_min`` connections, retrying connection
+        failures with tenacity.
 
         Raises:
             DatabaseUnavailable: when every attempt failed.
         """
         try:
-            self._pool = await trio_asyncio.aio_as_trio(self._open_pool)()
-            self._slots = trio.Semaphore(self._max_size)
+            self._idle = await trio_asyncio.aio_as_trio(self._first_connections)()
         except tenacity.RetryError as exc:
             last = exc.last_attempt.exception()
             raise DatabaseUnavailable(type(last).__name__) from None
+        self._slots = trio.Semaphore(self._max_size)
 
-    async def _open_pool(self) -> asyncpg.Pool:
+    async def _first_connections(self) -> list[asyncpg.Connection]:
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self._config.connect_retries),
             wait=tenacity.wait_exponential(multiplier=0.2, max=5),
@@ -169,33 +165,37 @@ class Store:
         )
         async for attempt in retrying:
             with attempt:
-                conn = await asyncpg.connect(self._dsn, timeout=self._config.connect_timeout)
+                first = await self._connect(self._config.connect_timeout)
+                opened = [first]
                 try:
-                    max_connections = int(await conn.fetchval("SHOW max_connections"))
-                finally:
-                    await conn.close()
-                self._max_size = effective_pool_size(self._config, max_connections)
-                statement_ms = str(int(self._config.statement_timeout * SECONDS_TO_MS))
-                pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=min(self._config.pool_min, self._max_size),
-                    max_size=self._max_size,
-                    timeout=self._config.connect_timeout,
-                    command_timeout=self._config.statement_timeout + 1,
-                    server_settings={
-                        "statement_timeout": statement_ms,
-                        "idle_in_transaction_session_timeout": statement_ms,
-                        "application_name": "tickstream",
-                    },
-                    reset=_keep_session,
-                )
+                    max_connections = int(await first.fetchval("SHOW max_connections"))
+                    self._max_size = effective_pool_size(self._config, max_connections)
+                    while len(opened) < min(self._config.pool_min, self._max_size):
+                        opened.append(await self._connect(self._config.connect_timeout))
+                except BaseException:
+                    for conn in opened:
+                        conn.terminate()
+                    raise
                 LOG.info(
                     "database pool open: max_size=%d (server max_connections=%d)",
                     self._max_size,
                     max_connections,
                 )
-                return pool
+                return opened
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _connect(self, within: float) -> asyncpg.Connection:
+        statement_ms = str(int(self._config.statement_timeout * SECONDS_TO_MS))
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=within,  # asyncio side: asyncpg's own connect timeout
+            command_timeout=self._config.statement_timeout + 1,
+            server_settings={
+                "statement_timeout": statement_ms,
+                "idle_in_transaction_session_timeout": statement_ms,
+                "application_name": "tickstream",
+            },
+        )
 
     @staticmethod
     def _log_retry(state: tenacity.RetryCallState) -> None:
@@ -207,15 +207,17 @@ class Store:
         )
 
     async def close(self) -> None:
-        """Close the pool; terminate it if closing takes longer than ``CLOSE_TIMEOUT``."""
-        pool, self._pool, self._slots = self._pool, None, None
-        if pool is None:
-            return
+        """Close the idle connections; terminate them if closing takes longer than
+        ``CLOSE_TIMEOUT``. Connections still in use are terminated when they come back."""
+        idle, self._idle, self._slots = self._idle, [], None
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-            await trio_asyncio.aio_as_trio(pool.close)()
+            while idle:
+                await trio_asyncio.aio_as_trio(idle[-1].close)()
+                idle.pop()
         if scope.cancelled_caught:
             LOG.warning("database pool did not close in %.1fs; terminating", CLOSE_TIMEOUT)
-            pool.terminate()
+            for conn in idle:
+                conn.terminate()
 
     # ------------------------------------------------------------------ units of work
 
@@ -233,11 +235,12 @@ class Store:
                 server went away; nothing was committed.
             StoreError: a statement failed; the transaction was rolled back.
 
-        Cancellation: safe at any point; the connection is rolled back and
-        returned to the pool.
+        Cancellation: safe at any point; the transaction rolls back, the server's
+        statement is cancelled and the connection is closed instead of going back to
+        the pool.
         """
-        pool, slots = self._pool, self._slots
-        if pool is None or slots is None:
+        slots = self._slots
+        if slots is None:
             raise DatabaseUnavailable("pool not open")
         self._waiting += 1
         try:
@@ -248,18 +251,63 @@ class Store:
         if waited.cancelled_caught:
             raise DatabaseUnavailable("pool exhausted")
         try:
-            result: T = await trio_asyncio.aio_as_trio(self._run_unit)(pool, unit, transaction)
+            conn = await self._checkout()
+            try:
+                result: T = await trio_asyncio.aio_as_trio(self._in_unit)(conn, unit, transaction)
+            except StoreError:
+                self._checkin(conn)  # the statement failed; the session is clean
+                raise
+            except BaseException:
+                # Cancelled or broken mid-unit: asyncpg has asked the server to cancel the
+                # statement; a graceful close waits for that (a terminated socket would
+                # leave the statement running until statement_timeout), bounded.
+                with trio.CancelScope(shield=True):
+                    await self._end(conn)
+                raise
+            self._checkin(conn)
+            return result
         finally:
             slots.release()
-        return result
 
-    async def _run_unit(self, pool: asyncpg.Pool, unit: Unit[T], transaction: bool) -> T:
+    async def _checkout(self) -> asyncpg.Connection:
+        if self._slots is None:
+            raise DatabaseUnavailable("pool closed")
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                self._in_use += 1
+                return conn
+            # The server ended it while it was idle (restart, pg_terminate_backend).
+        self._in_use += 1
+        timeout = min(self._config.connect_timeout, self._config.acquire_timeout)
         try:
-            conn = await pool.acquire(timeout=self._config.acquire_timeout)
-        except TimeoutError:
-            raise DatabaseUnavailable("pool exhausted") from None
-        except _CONNECTION_ERRORS as exc:
+            return await trio_asyncio.aio_as_trio(self._connect)(timeout)
+        except (*_CONNECTION_ERRORS, TimeoutError) as exc:
+            self._in_use -= 1
             raise DatabaseUnavailable(type(exc).__name__) from None
+        except BaseException:
+            self._in_use -= 1
+            raise
+
+    def _checkin(self, conn: asyncpg.Connection) -> None:
+        self._in_use -= 1
+        if self._slots is not None and not conn.is_closed() and not conn.is_in_transaction():
+            self._idle.append(conn)
+        else:
+            conn.terminate()
+
+    async def _end(self, conn: asyncpg.Connection) -> None:
+        try:
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await trio_asyncio.aio_as_trio(conn.close)()
+        except Exception:  # noqa: BLE001 - closing a broken connection; it is dropped anyway
+            LOG.debug("database connection did not close cleanly", exc_info=True)
+        finally:
+            conn.terminate()
+            self._in_use -= 1
+
+    @staticmethod
+    async def _in_unit(conn: asyncpg.Connection, unit: Unit[T], transaction: bool) -> T:
         try:
             if transaction:
                 async with conn.transaction():
@@ -273,8 +321,10 @@ class Store:
             ) from None
         except _CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(type(exc).__name__) from None
-        finally:
-            await pool.release(conn)
+        except TimeoutError:
+            # asyncpg's command_timeout (statement_timeout + 1 s: the server did not
+            # answer even its own timeout); the connection is dropped.
+            raise DatabaseUnavailable("timeout") from None
 
     async def fetch(self, query: str, *args: object) -> list[Any]:
         """Run one parameterised query and return its rows."""
@@ -317,9 +367,7 @@ class Store:
 
     def statistics(self) -> StoreStatistics:
         """Return the pool's usage (for /metrics and the control channel)."""
-        pool = self._pool
-        if pool is None:
-            return StoreStatistics(0, self._max_size, 0, 0, self._waiting)
-        size = pool.get_size()
-        idle = pool.get_idle_size()
-        return StoreStatistics(size, pool.get_max_size(), idle, size - idle, self._waiting)
+        idle = len(self._idle)
+        return StoreStatistics(
+            idle + self._in_use, self._max_size, idle, self._in_use, self._waiting
+        )

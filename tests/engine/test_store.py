@@ -15,7 +15,7 @@ from engine.store import (
     StoreError,
     effective_pool_size,
 )
-from tests.kit.db import last_queries, sessions_in_state
+from tests.kit.db import last_queries, run_sql, sessions_in_state
 
 pytestmark = pytest.mark.integration
 
@@ -237,3 +237,76 @@ async def test_a_sustained_overload_never_starves_a_waiter(
             nursery.cancel_scope.cancel()
     assert served > 100
     assert failed == 0
+
+
+async def test_a_connection_ended_by_the_server_while_idle_is_replaced(
+    aio_loop: trio_asyncio.TrioEventLoop, migrated_dsn: str, config: Config
+) -> None:
+    """The server ends every idle session of the pool (a restart, pg_terminate_backend):
+    the next units get fresh connections instead of failing on a dead one."""
+    cfg = with_overrides(config, database={"pool_max": 2, "pool_min": 2})
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            store = await nursery.start(Store(cfg.database, migrated_dsn).run)
+            before = {await store.fetchval("SELECT pg_backend_pid()") for _ in range(4)}
+            assert store.statistics().idle == 2
+            ended = run_sql(
+                migrated_dsn,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'tickstream'",
+            )
+            assert len(ended) == 2
+            await trio.sleep(0.2)  # the terminations reach the (idle) connections
+            after = {await store.fetchval("SELECT pg_backend_pid()") for _ in range(4)}
+            assert after and not after & before
+            stats = store.statistics()
+            assert stats.size == stats.idle == 1 and stats.in_use == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_only_a_clean_connection_goes_back_to_the_pool(
+    aio_loop: trio_asyncio.TrioEventLoop, migrated_dsn: str, config: Config
+) -> None:
+    """A statement error leaves the session clean: the connection is reused. A unit that
+    failed otherwise (here: cancelled mid-statement) ends its connection."""
+    cfg = with_overrides(config, database={"pool_max": 1, "pool_min": 1})
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            store = await nursery.start(Store(cfg.database, migrated_dsn).run)
+            pid = await store.fetchval("SELECT pg_backend_pid()")
+            with pytest.raises(StoreError):
+                await store.fetchval("SELECT 1 / 0")
+            assert await store.fetchval("SELECT pg_backend_pid()") == pid
+            with trio.move_on_after(0.3) as cancelled:
+                await store.fetchval("SELECT pg_sleep(5)")
+            assert cancelled.cancelled_caught
+            assert store.statistics().size == 0
+            assert await store.fetchval("SELECT pg_backend_pid()") != pid
+            assert store.statistics().size == 1
+            await trio.sleep(0.2)
+            assert sessions_in_state(migrated_dsn, "active") == 0  # the sleep was ended
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_pool_never_holds_more_than_its_size(
+    aio_loop: trio_asyncio.TrioEventLoop, migrated_dsn: str, config: Config
+) -> None:
+    """Twenty concurrent units on a pool of three open three connections, no more."""
+    cfg = with_overrides(config, database={"pool_max": 3, "pool_min": 0, "acquire_timeout": 5})
+    peak = 0
+
+    async def unit(conn: Connection) -> None:
+        nonlocal peak
+        peak = max(peak, store.statistics().in_use)
+        await conn.execute("SELECT pg_sleep(0.05)")
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            store = await nursery.start(Store(cfg.database, migrated_dsn).run)
+            assert store.statistics().size == 1  # the first connection sizes the pool
+            async with trio.open_nursery() as units:
+                for _ in range(20):
+                    units.start_soon(store.run_unit, unit)
+            stats = store.statistics()
+            assert peak == 3 and stats.size == stats.idle == 3 and stats.max_size == 3
+            nursery.cancel_scope.cancel()
