@@ -242,14 +242,19 @@ class Store:
         slots = self._slots
         if slots is None:
             raise DatabaseUnavailable("pool not open")
-        self._waiting += 1
         try:
-            with trio.move_on_after(self._config.acquire_timeout) as waited:
-                await slots.acquire()
-        finally:
-            self._waiting -= 1
-        if waited.cancelled_caught:
-            raise DatabaseUnavailable("pool exhausted")
+            # A free slot is taken without a checkpoint: the unit yields to the scheduler
+            # anyway while its statement runs (one task switch less per unit).
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            self._waiting += 1
+            try:
+                with trio.move_on_after(self._config.acquire_timeout) as waited:
+                    await slots.acquire()
+            finally:
+                self._waiting -= 1
+            if waited.cancelled_caught:
+                raise DatabaseUnavailable("pool exhausted") from None
         try:
             conn = await self._checkout()
             try:

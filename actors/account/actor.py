@@ -28,6 +28,7 @@ from actors.market.messages import Quote
 from engine.context import Engine
 from engine.mailbox import ConflatingMailbox, Mailbox, MailboxClosed
 from engine.store import Connection, DatabaseUnavailable, StoreError
+from engine.sync import EagerLock
 from protocol import ErrorCode, OrderRequest, ProtocolError
 
 from . import ledger
@@ -99,7 +100,7 @@ class AccountActor:
         self._seq = 0
         self._fills_since_snapshot = 0
         self._last_fill_id = 0
-        self._lock = trio.Lock()
+        self._lock = EagerLock()
         self._quotes: ConflatingMailbox[str, Quote] = ConflatingMailbox(name=f"quotes:{handle.id}")
         self._watch: Watch | None = None
         self._dirty_views = trio.Event()
@@ -462,10 +463,13 @@ class AccountActor:
         # Committed: from here on the change is the truth, in memory and on the bus.
         self._seq += len(change.events)
         channel = f"account:{self._handle.id}:orders"
-        for (seq, _oid, _kind, payload), outbox_id in zip(
-            change.events, change.outbox_ids, strict=True
-        ):
-            await self._engine.bus.publish(channel, protocol.dumps({"seq": seq, "data": payload}))
+        await self._engine.bus.publish_many(
+            [
+                (channel, protocol.dumps({"seq": seq, "data": payload}))
+                for seq, _, _, payload in change.events
+            ]
+        )
+        for outbox_id in change.outbox_ids:
             self._remember_published(outbox_id)
 
     def _apply_fill(self, fill: Fill, change: Change) -> None:
@@ -542,9 +546,12 @@ class AccountActor:
         while True:
             await self._dirty_views.wait()
             self._dirty_views = trio.Event()
-            for view in self._portfolio.positions():
-                await bus.publish(f"account:{aid}:positions", protocol.dumps(view.to_wire()))
-            await bus.publish(f"account:{aid}:pnl", protocol.dumps(self._portfolio.pnl().to_wire()))
+            positions = f"account:{aid}:positions"
+            messages = [
+                (positions, protocol.dumps(v.to_wire())) for v in self._portfolio.positions()
+            ]
+            messages.append((f"account:{aid}:pnl", protocol.dumps(self._portfolio.pnl().to_wire())))
+            await bus.publish_many(messages)
             await trio.sleep(VIEW_THROTTLE)
 
     # ------------------------------------------------------------------ watching quotes
