@@ -103,11 +103,13 @@ class Subscription:
         Raises:
             trio.EndOfChannel: the subscription was closed and is empty.
         """
+        # One schedule point either way: the park when empty, else a checkpoint.
+        if self._buffer:
+            await trio.lowlevel.checkpoint()
         while not self._buffer:
             if self._closed:
                 raise trio.EndOfChannel
             await self._wakeup.park()
-        await trio.lowlevel.checkpoint()
         return self._buffer.popleft()
 
     def take_ready(self) -> list[BusMessage]:

@@ -234,13 +234,15 @@ class MemoryLimiter:
     async def acquire(self, key: str, limit: RateLimit, cost: float = 1) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if it holds that many.
 
-        Cancellation: a checkpoint comes first; a cancelled call takes nothing.
+        Cancellation: a cancelled call takes nothing. It is only a checkpoint when
+        cancelled: an in-memory bucket needs no task switch (the order path takes two
+        buckets per request; each switch costs more than the bucket).
 
         Raises:
             ValueError: ``cost`` is not in ``(0, limit.burst]``.
         """
         _check_cost(limit, cost)
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         now = self._clock()
         full_at = self._buckets.get(key, now)
         decision, full_at = _take(now if full_at is None else full_at, now, limit, cost)

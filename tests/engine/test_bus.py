@@ -10,6 +10,7 @@ import trio_asyncio
 from engine.bus import BusUnavailable, InProcessBus, RedisBus, Subscription, matches
 from engine.config import Config, with_overrides
 from tests.kit.db import REDIS_URL
+from tests.kit.steps import steps_of_this_task
 
 
 def test_patterns_match_exactly_or_by_prefix() -> None:
@@ -142,3 +143,23 @@ async def test_redis_bus_unreachable_fails_start(
     assert not await bus.ping()
     with pytest.raises(BusUnavailable):
         await bus.publish("x", b"y")
+
+
+async def test_a_subscription_receive_is_one_schedule_point_whether_it_waits_or_not() -> None:
+    """A message buffered: one checkpoint. None: the wait alone, no second switch after it."""
+    bus = InProcessBus()
+    sub = bus.subscribe("quotes:*")
+    await bus.publish("quotes:A", b"1")
+    with steps_of_this_task() as steps:
+        assert (await sub.receive()).data == b"1"
+    assert steps.count == 1
+
+    async def publish_later() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        await bus.publish("quotes:B", b"2")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publish_later)
+        with steps_of_this_task() as steps:
+            assert (await sub.receive()).data == b"2"
+        assert steps.count == 1

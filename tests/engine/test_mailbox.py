@@ -18,6 +18,7 @@ from engine.mailbox import (
     MailboxFull,
     MailboxStatistics,
 )
+from tests.kit.steps import steps_of_this_task
 
 BUDGET = 10  # virtual seconds any test may take before it counts as hung
 
@@ -340,3 +341,25 @@ def test_conflation_delivers_the_latest_value_of_each_key_once(puts):
     assert delivered == [(key, latest[key]) for key in first_seen]
     stats = box.statistics()
     assert stats.put == len(puts) == stats.conflated + stats.delivered + stats.pending
+
+
+async def test_conflating_receive_is_one_schedule_point_whether_it_waits_or_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An item pending: one checkpoint. Nothing pending: the wait alone (a checkpoint
+    before it as well cost every wake-up of an idle consumer a second task switch)."""
+    box: ConflatingMailbox[str, int] = ConflatingMailbox(name="steps")
+    box.put("a", 1)
+    with steps_of_this_task() as steps:
+        assert await box.receive() == ("a", 1)
+    assert steps.count == 1
+
+    async def put_later() -> None:
+        await trio.sleep(1)
+        box.put("b", 2)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(put_later)
+        with steps_of_this_task() as steps:
+            assert await box.receive() == ("b", 2)
+        assert steps.count == 1

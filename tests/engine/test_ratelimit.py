@@ -22,6 +22,7 @@ from engine.ratelimit import (
 )
 from protocol import ErrorCode
 from tests.kit.db import REDIS_URL
+from tests.kit.steps import steps_of_this_task
 
 DOWN_URL = "redis://127.0.0.1:1/0"
 
@@ -154,6 +155,18 @@ async def test_cancelled_acquire_takes_no_tokens(autojump_clock: trio.testing.Mo
         scope.cancel()
         await limiter.acquire("k", limit)
     assert (await limiter.acquire("k", limit)).allowed
+
+
+async def test_an_in_memory_acquire_does_not_switch_tasks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The order path takes two buckets per request: an uncancelled in-memory acquire
+    never leaves the task (each switch would cost more than the bucket)."""
+    limiter = MemoryLimiter(trio.current_time)
+    with steps_of_this_task() as steps:
+        assert (await limiter.acquire("k", RateLimit(rate=1, burst=2))).allowed
+        assert not (await limiter.acquire("k", RateLimit(rate=1, burst=1))).allowed
+    assert steps.count == 0
 
 
 # ------------------------------------------------------------------ lockout

@@ -7,30 +7,16 @@ import trio
 import trio.testing
 
 from engine.sync import EagerLock
-
-
-class _Steps(trio.abc.Instrument):
-    """Counts the scheduler's steps of one task: each one follows a task switch."""
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task, self.count = task, 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.count += 1
+from tests.kit.steps import steps_of_this_task
 
 
 async def test_a_free_lock_is_taken_without_a_task_switch() -> None:
     """Taking a free EagerLock does not leave the task; taking a free trio.Lock does."""
-    steps = _Steps(trio.lowlevel.current_task())
-    trio.lowlevel.add_instrument(steps)
-    try:
+    with steps_of_this_task() as steps:
         async with EagerLock():
             assert steps.count == 0
         async with trio.Lock():
             assert steps.count == 1  # the contrast: trio.Lock's checkpoint
-    finally:
-        trio.lowlevel.remove_instrument(steps)
 
 
 async def test_a_held_lock_is_waited_for_in_arrival_order(
