@@ -557,8 +557,8 @@ class AccountActor:
     # ------------------------------------------------------------------ watching quotes
 
     def _symbols(self) -> set[str]:
-        held = {p.symbol for p in self._portfolio.positions() if p.net_quantity != 0}
-        return held | {o.row["symbol"] for o in self._open.values()}
+        # Every fill re-checks the watch: the open symbols, not the rounded views.
+        return self._portfolio.open_symbols() | {o.row["symbol"] for o in self._open.values()}
 
     def _rewatch(self) -> None:
         symbols = frozenset(self._symbols())

@@ -361,6 +361,10 @@ class Portfolio:
         position = self._positions.get(symbol)
         return None if position is None else replace(position)
 
+    def open_symbols(self) -> set[str]:
+        """Return the symbols with a non-zero net quantity (no view is built)."""
+        return {s for s, p in self._positions.items() if p.net_qty != 0}
+
     def positions(self) -> list[PositionView]:
         """Return every position, closed ones included, sorted by symbol."""
         return [self._positions[s].view() for s in sorted(self._positions)]

@@ -105,6 +105,18 @@ def test_full_close_nulls_avg_and_keeps_the_position_listed() -> None:
     ]
 
 
+def test_open_symbols_are_the_non_flat_positions() -> None:
+    """A long and a short are open; a position closed to flat is listed but not open."""
+    p = fold(
+        fill("buy", 10, "100"),
+        fill("sell", 5, "50", symbol="INFY"),
+        fill("buy", 3, "10", symbol="TCS"),
+        fill("sell", 3, "11", symbol="TCS"),
+    )
+    assert p.open_symbols() == {"NIFTY", "INFY"}
+    assert [v.symbol for v in p.positions()] == ["INFY", "NIFTY", "TCS"]
+
+
 def test_short_open_add_and_cover_realize_avg_minus_price() -> None:
     """Sell 5 @ 200 + 15 @ 204 → avg 203; covering 8 @ 199.5 realizes (203 − 199.5)·8 = 28."""
     p = fold(fill("sell", 5, "200"), fill("sell", 15, "204"))
