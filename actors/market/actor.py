@@ -130,6 +130,9 @@ class MarketActor:
         self.calendar = calendar
         self._inbox: Mailbox[TickBatch] = Mailbox(cfg.inbox_capacity, name="market")
         self._quotes: dict[str, Quote] = {}
+        # Per symbol, its last quote before its OI last changed (the live OI build-up's
+        # previous observation; OI moves in snapshots, so tick to tick it rarely does).
+        self._oi_before: dict[str, Quote] = {}
         self._books: dict[str, CandleBook] = {}
         self._chains: dict[tuple[str, dt.date], dict[str, Quote]] = defaultdict(dict)
         self._watchers: dict[str, list[Watch]] = defaultdict(list)
@@ -196,6 +199,11 @@ class MarketActor:
     def quote(self, symbol: str) -> Quote | None:
         """Return the latest quote of ``symbol``."""
         return self._quotes.get(symbol)
+
+    def oi_before(self, symbol: str) -> Quote | None:
+        """Return ``symbol``'s last quote before its open interest last changed (None
+        until it has changed once since the actor started)."""
+        return self._oi_before.get(symbol)
 
     def chain_quotes(self, underlying: str, expiry: dt.date) -> dict[str, Quote]:
         """Return the latest quotes of the options of one chain, by symbol (a copy)."""
@@ -346,6 +354,8 @@ class MarketActor:
                     tick.ts,
                     received_ms,
                 )
+                if tick.oi is not None and prev.oi is not None and tick.oi != prev.oi:
+                    self._oi_before[symbol] = prev
             else:
                 quote = Quote(
                     symbol, tick.ltp, tick.bid, tick.ask, tick.volume, tick.oi, tick.ts, received_ms

@@ -7,9 +7,11 @@ with the chains (:meth:`Universe.spot_quote`, see :mod:`.chain`).
 Futures (:func:`live_futures`): the underlying's futures with a quote and not yet expired
 (expiry instant, 15:30 IST, after now), analysed with ``analyze_futures`` against the spot
 (the ltp of the underlying's own quote) as of today's IST date. Each contract's price is
-its ltp and its OI the quote's. The engine keeps no earlier observation of a contract
-(no previous-day OI), so ``buildup`` is null, as the POST gives it without
-``prev_price``/``prev_oi``.
+its ltp and its OI the quote's. The previous observation of the OI build-up (FINANCE.md
+§5) is the contract's last quote before its OI last changed (``MarketActor.oi_before``):
+exchanges publish OI in snapshots, so compared tick to tick ΔOI would be 0 (``neutral``)
+almost always. Until a contract's OI has changed once since the market actor started,
+its ``buildup`` is null, as the POST gives it without ``prev_price``/``prev_oi``.
 
 Indicators (:class:`LiveIndicators`): the values over a symbol's kept closed bars of one
 timeframe (``CandleBook.history``) followed by its forming bar, exactly what
@@ -159,6 +161,8 @@ class FuturesMarket(Protocol):
 
     def quote(self, symbol: str) -> Quote | None: ...
 
+    def oi_before(self, symbol: str) -> Quote | None: ...
+
 
 class CandleMarket(Protocol):
     """What live indicators read of the market actor."""
@@ -198,7 +202,16 @@ def live_futures(
             continue
         quote = market.quote(inst.symbol)
         if quote is not None:
-            observed.append(FutureQuote(expiry=inst.expiry, price=quote.ltp, oi=quote.oi))
+            before = market.oi_before(inst.symbol)
+            observed.append(
+                FutureQuote(
+                    expiry=inst.expiry,
+                    price=quote.ltp,
+                    oi=quote.oi,
+                    prev_price=None if before is None else before.ltp,
+                    prev_oi=None if before is None else before.oi,
+                )
+            )
     if not observed:
         raise NoLiveData(f"no futures quotes for {underlying}")
     spot = market.quote(underlying)

@@ -82,6 +82,15 @@ def test_live_futures_and_indicators(demo: ServerProcess) -> None:
     wait_for(futures, budget=30)
     _, body = call(demo, "GET", "/v1/futures/NIFTY", tok=READ)
     assert body["contracts"] and all(c["basis"] is not None for c in body["contracts"])
+    labels = {"long_buildup", "short_buildup", "short_covering", "long_unwinding", "neutral"}
+
+    def buildup() -> bool:
+        # The simulator's futures OI moves: once it has, the contract has a previous
+        # observation and a build-up label.
+        _, body = call(demo, "GET", "/v1/futures/NIFTY", tok=READ)
+        return any(c["buildup"] in labels for c in body["contracts"])
+
+    wait_for(buildup, budget=30)
     status, instruments = call(demo, "GET", "/v1/instruments", tok=READ)
     future = next(i["symbol"] for i in instruments["items"] if i["kind"] == "future")
     status, values = call(

@@ -114,6 +114,68 @@ async def test_live_futures_equal_analyze_futures_on_the_same_quotes(config: Con
         nursery.cancel_scope.cancel()
 
 
+async def test_live_buildup_compares_with_the_last_quote_before_the_oi_changed(
+    config: Config,
+) -> None:
+    """OI moves in snapshots: the previous observation is the contract's last quote before
+    its OI last changed, kept across later ticks with the same OI; null until it changes."""
+    clock = FakeClock(OPEN_MS)
+    actor = _actor(config, clock)
+    spot = Decimal("24000")
+
+    async def step(ltp: str, oi: int | None) -> tuple[FutureQuote, str | None]:
+        ts = clock.now_ms
+        await actor.submit(
+            TickBatch(
+                (_tick("NIFTY", "24000", ts), _tick("NIFTY26DECFUT", ltp, ts, oi=oi)), "t", ts
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        clock.now_ms += 1000
+        got = live_futures(actor, "NIFTY", OPEN_MS)
+        (only,) = got.contracts
+        before = actor.oi_before("NIFTY26DECFUT")
+        quote = FutureQuote(
+            NEAR,
+            Decimal(ltp),
+            actor.quote("NIFTY26DECFUT").oi,  # type: ignore[union-attr]
+            None if before is None else before.ltp,
+            None if before is None else before.oi,
+        )
+        assert got == analyze_futures(spot, dt.date(2026, 12, 1), [quote])
+        return quote, only.buildup
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        actor.master._apply([INDEX, *FUTURES])
+        assert await step("24120.5", 1_000_000) == (
+            FutureQuote(NEAR, Decimal("24120.5"), 1_000_000),
+            None,
+        )
+        # Price moves, OI does not (and a tick without OI keeps it): still no change of OI.
+        assert (await step("24130", 1_000_000))[1] is None
+        assert (await step("24125", None))[1] is None
+        # OI rises with the price since the last quote at the old OI (24125): long build-up.
+        quote, buildup = await step("24140", 1_000_650)
+        assert (quote.prev_price, quote.prev_oi, buildup) == (
+            Decimal("24125"),
+            1_000_000,
+            "long_buildup",
+        )
+        # A later tick at the same OI still compares with that quote; a fall below it is
+        # a short build-up, exactly at it neutral.
+        assert (await step("24110", 1_000_650))[1] == "short_buildup"
+        assert (await step("24125", 1_000_650))[1] == "neutral"
+        # OI falls with the price against the last quote at 1,000,650: long unwinding.
+        quote, buildup = await step("24100", 990_000)
+        assert (quote.prev_price, quote.prev_oi, buildup) == (
+            Decimal("24125"),
+            1_000_650,
+            "long_unwinding",
+        )
+        nursery.cancel_scope.cancel()
+
+
 async def test_live_futures_without_quotes_raise_no_live_data(config: Config) -> None:
     """No futures quote, or futures but no spot quote, is NoLiveData."""
     clock = FakeClock(OPEN_MS)
