@@ -60,20 +60,20 @@ class Subscriber:
 
     def offer(self, seq: int, key: object, frame: bytes) -> None:
         """Queue one event frame unless it is one the client already has."""
-        if self.holding is not None:
-            self.holding.append((seq, key, frame))
-            if len(self.holding) > self.outbox.capacity:
-                self.close(4008, "slow consumer")
+        # NOTE: once per event and subscriber: the common case (live, a new seq) first.
+        if self.holding is None:
+            if seq > self.last_seq:
+                self.last_seq = seq
+                try:
+                    if key is None:
+                        self.outbox.put(frame)
+                    else:
+                        self.outbox.put_latest(key, frame)
+                except SlowConsumer:
+                    self.close(4008, "slow consumer")
             return
-        if seq <= self.last_seq:
-            return
-        self.last_seq = seq
-        try:
-            if key is None:
-                self.outbox.put(frame)
-            else:
-                self.outbox.put_latest(key, frame)
-        except SlowConsumer:
+        self.holding.append((seq, key, frame))
+        if len(self.holding) > self.outbox.capacity:
             self.close(4008, "slow consumer")
 
 

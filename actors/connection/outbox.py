@@ -39,6 +39,7 @@ class Outbox:
         self._lossless = 0
         self._counter = itertools.count()
         self._wakeup = trio.lowlevel.ParkingLot()
+        self._sender_parked = False  # a plain flag: ParkingLot.__bool__ is a Python call
         self._closed = False
         self.conflated = 0
         self.high_water = 0
@@ -59,23 +60,32 @@ class Outbox:
         """
         if self._lossless >= self.capacity:
             raise SlowConsumer(f"{self._lossless} frames queued")
-        self._entries[next(self._counter)] = frame
+        entries = self._entries
+        entries[next(self._counter)] = frame
         self._lossless += 1
-        self._queued()
+        if len(entries) > self.high_water:
+            self.high_water = len(entries)
+        if self._sender_parked:
+            self._wake()
 
     def put_latest(self, key: Hashable, frame: bytes) -> None:
         """Queue ``frame`` as the latest value of ``key``, replacing a waiting one."""
+        # NOTE: called once per event and subscriber by the hub: the checks are inline.
         if isinstance(key, int):
             raise TypeError("latest-value keys must not be integers")
-        if self._entries.pop(key, None) is not None:
+        entries = self._entries
+        if entries.pop(key, None) is not None:
             self.conflated += 1
-        self._entries[key] = frame
-        self._queued()
+        entries[key] = frame
+        if len(entries) > self.high_water:
+            self.high_water = len(entries)
+        if self._sender_parked:
+            self._wake()
 
     def close(self) -> None:
         """Wake a waiting :meth:`take_all`, which then ends with ``trio.EndOfChannel``."""
         self._closed = True
-        self._wakeup.unpark_all()
+        self._wake()
 
     async def take_all(self) -> list[bytes]:
         """Wait for frames and take every one that is queued, in order.
@@ -86,17 +96,19 @@ class Outbox:
         while not self._entries:
             if self._closed:
                 raise trio.EndOfChannel
-            await self._wakeup.park()
+            self._sender_parked = True
+            try:
+                await self._wakeup.park()
+            finally:
+                self._sender_parked = False
         frames = list(self._entries.values())
         self._entries.clear()
         self._lossless = 0
         return frames
 
-    def _queued(self) -> None:
-        size = len(self._entries)
-        if size > self.high_water:
-            self.high_water = size
+    def _wake(self) -> None:
         # NOTE: unpark_all() costs microseconds even with nobody parked, and the hub
-        # calls this once per event and subscriber: wake only a sender that waits.
-        if self._wakeup:
-            self._wakeup.unpark_all()
+        # queues once per event and subscriber: the producers wake only a parked sender,
+        # and the flag drops at once so a burst wakes it once.
+        self._sender_parked = False
+        self._wakeup.unpark_all()
