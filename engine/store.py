@@ -38,6 +38,8 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CLOSE_TIMEOUT: Final = 5.0  # seconds to close the pool on shutdown before terminating it
+IDLE_LIFETIME: Final = 300.0  # seconds an idle connection beyond pool_min is kept (as asyncpg)
+IDLE_CHECK_INTERVAL: Final = 30.0  # seconds between two looks for such connections
 RESERVED_CONNECTIONS: Final = 5  # left for admin tools and migrations
 SECONDS_TO_MS: Final = 1000
 
@@ -121,7 +123,9 @@ class Store:
         # holding a slot takes an idle connection or opens one, so the pool never holds
         # more than ``_max_size`` (idle + in use).
         self._slots: trio.Semaphore | None = None
-        self._idle: list[asyncpg.Connection] = []  # LIFO: the warmest connection first
+        # (connection, trio time it went idle); LIFO: the warmest connection is taken
+        # first, so the ones idle longest sink to the bottom, where the reaper looks.
+        self._idle: list[tuple[asyncpg.Connection, float]] = []
         self._in_use = 0
         self._max_size = 0
         self._waiting = 0
@@ -137,7 +141,9 @@ class Store:
         await self.open()
         try:
             task_status.started(self)
-            await trio.sleep_forever()
+            while True:
+                await trio.sleep(IDLE_CHECK_INTERVAL)
+                await self.close_idle()
         finally:
             with trio.CancelScope(shield=True):
                 await self.close()
@@ -150,10 +156,12 @@ class Store:
             DatabaseUnavailable: when every attempt failed.
         """
         try:
-            self._idle = await trio_asyncio.aio_as_trio(self._first_connections)()
+            opened = await trio_asyncio.aio_as_trio(self._first_connections)()
         except tenacity.RetryError as exc:
             last = exc.last_attempt.exception()
             raise DatabaseUnavailable(type(last).__name__) from None
+        now = trio.current_time()
+        self._idle = [(conn, now) for conn in opened]
         self._slots = trio.Semaphore(self._max_size)
 
     async def _first_connections(self) -> list[asyncpg.Connection]:
@@ -209,7 +217,8 @@ class Store:
     async def close(self) -> None:
         """Close the idle connections; terminate them if closing takes longer than
         ``CLOSE_TIMEOUT``. Connections still in use are terminated when they come back."""
-        idle, self._idle, self._slots = self._idle, [], None
+        idle, self._slots = [conn for conn, _ in self._idle], None
+        self._idle = []
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             while idle:
                 await trio_asyncio.aio_as_trio(idle[-1].close)()
@@ -218,6 +227,35 @@ class Store:
             LOG.warning("database pool did not close in %.1fs; terminating", CLOSE_TIMEOUT)
             for conn in idle:
                 conn.terminate()
+
+    async def close_idle(self, lifetime: float | None = None) -> int:
+        """Close the connections idle for ``lifetime`` (``IDLE_LIFETIME``) seconds or more,
+        keeping ``pool_min`` open (after a burst the pool shrinks back, as asyncpg's pool
+        did); return how many. ``run`` calls it every ``IDLE_CHECK_INTERVAL`` seconds.
+
+        Each close holds a pool slot, so the pool never exceeds its size meanwhile; with
+        every slot in use nothing is idle anyway.
+        """
+        lifetime = IDLE_LIFETIME if lifetime is None else lifetime
+        closed = 0
+        while (
+            self._slots is not None
+            and len(self._idle) > self._config.pool_min
+            and trio.current_time() - self._idle[0][1] >= lifetime
+        ):
+            slots = self._slots
+            try:
+                slots.acquire_nowait()
+            except trio.WouldBlock:
+                break
+            conn, _ = self._idle.pop(0)
+            self._in_use += 1
+            try:
+                await self._end(conn)  # graceful, bounded; counts itself out of in_use
+            finally:
+                slots.release()
+            closed += 1
+        return closed
 
     # ------------------------------------------------------------------ units of work
 
@@ -278,7 +316,7 @@ class Store:
         if self._slots is None:
             raise DatabaseUnavailable("pool closed")
         while self._idle:
-            conn = self._idle.pop()
+            conn, _ = self._idle.pop()
             if not conn.is_closed():
                 self._in_use += 1
                 return conn
@@ -297,7 +335,7 @@ class Store:
     def _checkin(self, conn: asyncpg.Connection) -> None:
         self._in_use -= 1
         if self._slots is not None and not conn.is_closed() and not conn.is_in_transaction():
-            self._idle.append(conn)
+            self._idle.append((conn, trio.current_time()))
         else:
             conn.terminate()
 

@@ -7,6 +7,7 @@ import trio
 import trio.lowlevel
 import trio_asyncio
 
+import engine.store as store_module
 from engine.config import Config, with_overrides
 from engine.store import (
     Connection,
@@ -309,4 +310,45 @@ async def test_the_pool_never_holds_more_than_its_size(
                     units.start_soon(store.run_unit, unit)
             stats = store.statistics()
             assert peak == 3 and stats.size == stats.idle == 3 and stats.max_size == 3
+            nursery.cancel_scope.cancel()
+
+
+async def test_connections_idle_past_their_lifetime_are_closed_down_to_pool_min(
+    aio_loop: trio_asyncio.TrioEventLoop,
+    migrated_dsn: str,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a burst opened three connections, the pool shrinks back to pool_min once they
+    have been idle for the lifetime: young ones stay, and the server sees them go."""
+    monkeypatch.setattr(store_module, "IDLE_LIFETIME", 0.3)
+    monkeypatch.setattr(store_module, "IDLE_CHECK_INTERVAL", 0.1)
+    cfg = with_overrides(config, database={"pool_max": 3, "pool_min": 1, "acquire_timeout": 5})
+
+    async def unit(conn: Connection) -> None:
+        await conn.execute("SELECT pg_sleep(0.05)")
+
+    def sessions() -> int:
+        rows = run_sql(
+            migrated_dsn,
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'tickstream'",
+        )
+        count = rows[0][0]
+        assert isinstance(count, int)
+        return count
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            store = Store(cfg.database, migrated_dsn)
+            async with trio.open_nursery() as units:
+                await nursery.start(store.run)
+                for _ in range(3):
+                    units.start_soon(store.run_unit, unit)
+            assert store.statistics().idle == 3 and sessions() == 3
+            assert await store.close_idle(lifetime=60) == 0  # none idle that long
+            await trio.sleep(1.0)  # the reaper (every 0.1 s) closes what idled 0.3 s
+            stats = store.statistics()
+            assert stats.size == stats.idle == 1 and stats.in_use == 0
+            assert sessions() == 1
             nursery.cancel_scope.cancel()
