@@ -249,10 +249,11 @@ class Store:
             except trio.WouldBlock:
                 break
             conn, _ = self._idle.pop(0)
-            self._in_use += 1
+            self._in_use += 1  # counted as the pool's until it is gone
             try:
-                await self._end(conn)  # graceful, bounded; counts itself out of in_use
+                await self._end(conn)
             finally:
+                self._in_use -= 1
                 slots.release()
             closed += 1
         return closed
@@ -304,8 +305,11 @@ class Store:
                 # Cancelled or broken mid-unit: asyncpg has asked the server to cancel the
                 # statement; a graceful close waits for that (a terminated socket would
                 # leave the statement running until statement_timeout), bounded.
-                with trio.CancelScope(shield=True):
-                    await self._end(conn)
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self._end(conn)
+                finally:
+                    self._in_use -= 1
                 raise
             self._checkin(conn)
             return result
@@ -347,7 +351,6 @@ class Store:
             LOG.debug("database connection did not close cleanly", exc_info=True)
         finally:
             conn.terminate()
-            self._in_use -= 1
 
     @staticmethod
     async def _in_unit(conn: asyncpg.Connection, unit: Unit[T], transaction: bool) -> T:

@@ -16,7 +16,6 @@ import protocol
 from engine.config import StreamConfig
 from engine.context import Engine
 from engine.mailbox import MailboxClosed, MailboxFull
-from engine.store import Connection as DbConnection
 from protocol import Channel, ChannelKind, ErrorCode, ProtocolError
 
 from ..account.ledger import order_wire
@@ -126,11 +125,7 @@ class Snapshots:
 
     async def orders(self, account: str) -> tuple[int, list[dict[str, object]]]:
         """Return the last seq of ``account``'s orders channel and its open orders."""
-
-        async def read(conn: DbConnection) -> list[Any]:
-            return await conn.fetch(LOAD_ORDERS_SNAPSHOT, account)
-
-        rows = await self._engine.store.run_unit(read, transaction=False)
+        rows = await self._engine.store.fetch(LOAD_ORDERS_SNAPSHOT, account)
         last = int(rows[0]["last_seq"]) if rows else 0
         return last, [order_wire(r) for r in rows if r["id"] is not None]
 
@@ -142,13 +137,8 @@ class Snapshots:
         limit = min(upto - after, self._config.replay_max + 1)
         if limit <= 0:
             return []
-
-        async def read(conn: DbConnection) -> list[tuple[int, bytes]]:
-            rows = await conn.fetch(LOAD_EVENTS, channel.key, after, upto, limit)
-            # NOTE: jsonb text is re-encoded so a replayed frame equals the live one.
-            return [(int(r["seq"]), protocol.dumps(orjson.loads(r["payload"]))) for r in rows]
-
-        events = await self._engine.store.run_unit(read, transaction=False)
-        if len(events) > self._config.replay_max:
+        rows = await self._engine.store.fetch(LOAD_EVENTS, channel.key, after, upto, limit)
+        if len(rows) > self._config.replay_max:
             return []
-        return events
+        # NOTE: jsonb text is re-encoded so a replayed frame equals the live one.
+        return [(int(r["seq"]), protocol.dumps(orjson.loads(r["payload"]))) for r in rows]

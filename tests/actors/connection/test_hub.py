@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -40,16 +39,12 @@ class LedgerStore:
         self.reads: list[str] = []
         self.down = False
 
-    async def run_unit(self, unit: Callable[[Any], Any], *, transaction: bool = True) -> Any:
+    async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
         if self.gate is not None:
             await self.gate.wait()
         await trio.lowlevel.checkpoint()
         if self.down:
             raise DatabaseUnavailable("test")
-        return await unit(self)
-
-    async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
-        await trio.lowlevel.checkpoint()
         if query == LOAD_EVENTS:
             self.reads.append("events")
             _, after, upto, limit = args
